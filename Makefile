@@ -1,0 +1,45 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.coop_fast-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+# pip lists every local index folder it skips; keep the log readable
+QUIET := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: install demo test sync nbtest pytest docs clean
+
+$(STAMP): setup.py settings.ini constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel 2>&1 | $(QUIET)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]' 2>&1 | $(QUIET)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/coop-fast demo
+
+## notebooks and library in sync, notebooks clean, README from nbs/index.ipynb
+sync: install
+	@before=$$(cat coop_fast/*.py nbs/*.ipynb README.md | md5sum); \
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/python tools/readme.py; \
+	after=$$(cat coop_fast/*.py nbs/*.ipynb README.md | md5sum); \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "Out of sync: nbdev_export / nbdev_clean / tools/readme.py changed these files:"; git status --short coop_fast nbs README.md; exit 1; \
+	else echo "Notebooks, library and README are in sync; notebooks are clean."; fi
+
+nbtest: install
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: install
+	$(BIN)/python -m pytest tests -q
+
+test: sync nbtest pytest
+
+clean:
+	rm -rf _docs _proc build dist *.egg-info
