@@ -1,0 +1,121 @@
+"""Reference CoOp vs coop_fast, side by side in one process: train step, evaluation, memory, exactness.
+
+Run: `python benchmarks/bench_coop.py` (all of it, ~30 min on 2 CPU cores), or e.g.
+`python benchmarks/bench_coop.py --archs ViT-B-32 --classes 10 100 --skip-memory` for a quick look.
+Random-weight CLIPs, batch 32 at the model's resolution (224 px). The straightforward path is
+`coop_fast.reference.RefCoOp` (the paper's formulation: 77-token prompts through the whole text
+tower every step, image tower every step, text features every evaluation batch); the fast path is
+`coop_fast.prompt.CoOpModel` (causal truncation + shared prefix, cached evaluation text features,
+image tower without autograd). Ratios are reference time / fast time, measured alternately.
+"""
+import argparse, json, os, statistics, subprocess, sys, threading, time
+import torch, torch.nn.functional as F
+import psutil
+from coop_fast.clip import load_clip, clip_pre
+from coop_fast.prompt import CoOpModel, copy_ctx
+from coop_fast.reference import RefCoOp
+
+def classnames(n): return [f'class {i} {w}' for i, w in zip(range(n), ['dog', 'sea lion', 'golden retriever', 'airliner', 'tabby cat'] * n)]
+
+def models(arch, n_cls, **kw):
+    "Reference and fast CoOp over one random-weight CLIP, sharing the same context"
+    clip = load_clip(arch, device='cpu')
+    ref, fast = RefCoOp(clip, classnames(n_cls), **kw), CoOpModel(clip, classnames(n_cls), **kw)
+    copy_ctx(ref.prompt_learner, fast.prompt_learner)
+    return clip, ref, fast
+
+def batch(clip, bs=32, n_cls=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = clip_pre(clip).size
+    return torch.randn(bs, 3, s, s, generator=g), torch.randint(0, n_cls, (bs,), generator=g)
+
+def step_fn(model, ctx, x, y):
+    "One SGD step of CoOp's recipe on `ctx`"
+    opt = torch.optim.SGD([ctx], lr=2e-3, momentum=0.9, weight_decay=5e-4)
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+    return step
+
+def timed(f, n=1):
+    t = time.perf_counter()
+    for _ in range(n): f()
+    return (time.perf_counter() - t) / n
+
+def alternate(fa, fb, reps):
+    "Median times of `fa` and `fb`, run alternately `reps` times after one warm-up each"
+    fa(); fb()
+    ta, tb = [], []
+    for _ in range(reps): ta.append(timed(fa)); tb.append(timed(fb))
+    return statistics.median(ta), statistics.median(tb)
+
+def bench_train(arch, n_cls, reps):
+    clip, ref, fast = models(arch, n_cls)
+    x, y = batch(clip, n_cls=n_cls)
+    with torch.no_grad(): diff = (ref(x) - fast(x)).abs().max().item()
+    fast.train()
+    tr, tf = alternate(step_fn(ref, ref.prompt_learner.ctx, x, y), step_fn(fast, fast.prompt_learner.ctx, x, y), reps)
+    return dict(ref_step=tr, fast_step=tf, step_ratio=tr / tf, max_logit_diff=diff)
+
+def bench_eval(arch, n_cls, n_batches=5):
+    "Time to evaluate `n_batches` batches: reference re-encodes the prompts every batch, fast once per pass"
+    clip, ref, fast = models(arch, n_cls)
+    xs = [batch(clip, n_cls=n_cls, seed=i)[0] for i in range(n_batches)]
+    fast.eval()
+    def run(m):
+        def f():
+            if m is fast: fast._cache = None  # a new evaluation pass
+            with torch.no_grad():
+                for x in xs: m(x)
+        return f
+    tr, tf = alternate(run(ref), run(fast), 1)
+    return dict(ref_eval=tr, fast_eval=tf, eval_ratio=tr / tf)
+
+def _mem_child(arch, n_cls, which):
+    "Peak resident memory (MB) added by one training step, measured in a fresh process"
+    clip, ref, fast = models(arch, n_cls)
+    m = ref if which == 'ref' else fast
+    x, y = batch(clip, n_cls=n_cls)
+    step = step_fn(m, m.prompt_learner.ctx, x, y)
+    proc, peak, done = psutil.Process(), [0], threading.Event()
+    def watch():
+        while not done.is_set(): peak[0] = max(peak[0], proc.memory_info().rss); time.sleep(0.002)
+    base = proc.memory_info().rss
+    th = threading.Thread(target=watch); th.start()
+    step()
+    done.set(); th.join()
+    print(json.dumps(dict(peak_mb=(peak[0] - base) / 2**20)))
+
+def bench_memory(arch, n_cls):
+    res = {}
+    for which in ('ref', 'fast'):
+        out = subprocess.run([sys.executable, __file__, '--mem-child', arch, str(n_cls), which], capture_output=True, text=True)
+        if out.returncode: res[f'{which}_mem_mb'] = float('nan'); print(out.stderr[-2000:], file=sys.stderr); continue
+        res[f'{which}_mem_mb'] = json.loads(out.stdout.strip().splitlines()[-1])['peak_mb']
+    res['mem_ratio'] = res['fast_mem_mb'] / res['ref_mem_mb']
+    return res
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--archs', nargs='+', default=['ViT-B-32', 'RN50'])
+    p.add_argument('--classes', nargs='+', type=int, default=[10, 100, 1000])
+    p.add_argument('--reps', type=int, default=3, help='timed repetitions of a train step (median)')
+    p.add_argument('--skip-memory', action='store_true')
+    p.add_argument('--out', default=None, help='write the JSON results here')
+    p.add_argument('--mem-child', nargs=3, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.mem_child: return _mem_child(a.mem_child[0], int(a.mem_child[1]), a.mem_child[2])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    rows = []
+    for arch in a.archs:
+        for n in a.classes:
+            r = dict(arch=arch, n_cls=n)
+            r.update(bench_train(arch, n, a.reps if n < 1000 else 1))
+            r.update(bench_eval(arch, n))
+            if not a.skip_memory and n == max(a.classes): r.update(bench_memory(arch, n))
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    if a.out:
+        with open(a.out, 'w') as f: json.dump(rows, f, indent=1)
+
+if __name__ == '__main__': main()
