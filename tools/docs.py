@@ -42,10 +42,12 @@ def _kind(nb:Path, module):
 
 def site_pages(nbs_path=None):
     "A `Page` for every notebook in `nbs_path` that nbdev would render, in file-name order"
+    from fastcore.xtras import working_directory
     from nbdev.doclinks import nbglob, _nbpath2html
     nbs_path = Path(nbs_path or _cfg().nbs_path)
+    with working_directory(root): nbs = nbglob(nbs_path, func=Path)  # nbdev reads settings.ini from the cwd
     res = []
-    for p in sorted(nbglob(nbs_path, func=Path), key=lambda p: p.relative_to(nbs_path).as_posix()):
+    for p in sorted(nbs, key=lambda p: p.relative_to(nbs_path).as_posix()):
         rel = p.relative_to(nbs_path)
         nb = json.loads(p.read_text(encoding='utf-8'))
         srcs = [''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code']
