@@ -41,5 +41,11 @@ pytest: install
 
 test: sync nbtest pytest
 
+## the documentation site in _docs/: nbdev_docs when Quarto is installed, else tools/docs.py (registry packages only;
+## `make docs EXECUTE=1` first runs the notebooks that have no stored outputs). tests/test_docs.py checks it in Chromium.
+docs: install
+	@if command -v quarto >/dev/null 2>&1; then PATH="$(abspath $(BIN)):$$PATH" $(BIN)/nbdev_docs; \
+	else $(BIN)/python tools/docs.py $(if $(EXECUTE),--execute); fi
+
 clean:
 	rm -rf _docs _proc build dist *.egg-info
