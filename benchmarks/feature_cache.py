@@ -46,8 +46,8 @@ def run(args):
                 set_seed(seed)
                 dls = ImageDataLoaders.from_folder(root, train='train', valid='valid', bs=32, num_workers=0,
                                                    item_tfms=[RandomResizedCrop(size, min_scale=0.08), FlipItem()])
-                test = dls.test_dl(get_image_files(root/'test'), with_labels=True)
                 learn = coop_learner(dls, clip, n_ctx=args.n_ctx, feature_cache=False if fc == 'none' else int(fc))
+                test = dls.test_dl(get_image_files(root/'test'), with_labels=True)  # after the learner added the CLIP's Normalize
                 t = time.perf_counter()
                 with learn.no_bar(), learn.no_logging(): learn.fit_coop(args.epochs, lr=args.lr)
                 secs.append(time.perf_counter() - t)
