@@ -45,7 +45,7 @@ def run(args):
             for seed in args.seeds:
                 set_seed(seed)
                 dls = ImageDataLoaders.from_folder(root, train='train', valid='valid', bs=32, num_workers=0,
-                                                   item_tfms=[RandomResizedCrop(size, min_scale=0.08), FlipItem()])
+                                                   item_tfms=[RandomResizedCrop(size, min_scale=args.min_scale)] + ([FlipItem()] if args.flip else []))
                 learn = coop_learner(dls, clip, n_ctx=args.n_ctx, feature_cache=False if fc == 'none' else int(fc))
                 test = dls.test_dl(get_image_files(root/'test'), with_labels=True)  # after the learner added the CLIP's Normalize
                 t = time.perf_counter()
@@ -54,8 +54,8 @@ def run(args):
                 accs.append(learn.validate(dl=test)[1])
             rows.append((fc, np.mean(accs), np.std(accs), np.mean(secs)))
             print(f"feature_cache={fc}: test accuracy {np.mean(accs):.3f} ± {np.std(accs):.3f}, fit {np.mean(secs):.1f} s", flush=True)
-    print(f"\n{args.arch} ({args.pretrained}), digits {args.shots} shots x 10 classes, fit_coop({args.epochs}, lr={args.lr}), "
-          f"n_ctx={args.n_ctx}, seeds {args.seeds}\n")
+    print(f"\n{args.arch} ({args.pretrained}), digits {args.shots} shots x 10 classes, crops of {args.min_scale}-1 of the area"
+          f"{', flips' if args.flip else ''}, fit_coop({args.epochs}, lr={args.lr}), n_ctx={args.n_ctx}, seeds {args.seeds}\n")
     print("| feature_cache | test accuracy | fit time (s) |\n|---|---|---|")
     for fc, m, s, t in rows: print(f"| {fc} | {m:.3f} ± {s:.3f} | {t:.1f} |")
 
@@ -69,6 +69,8 @@ if __name__ == '__main__':
     p.add_argument('--n_ctx', type=int, default=16)
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--views', nargs='+', default=['none', '0', '1', '4', '16'])
+    p.add_argument('--min_scale', type=float, default=0.08, help='smallest random-resized-crop area (the paper: 0.08)')
+    p.add_argument('--no_flip', dest='flip', action='store_false', help='no horizontal flips (the paper flips)')
     p.add_argument('--threads', type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
