@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import save_file, load as _st_load
 from fastcore.basics import patch
 from fastai.learner import Learner
+from fastai.torch_core import rank_distrib
 from fastai.data.transforms import get_image_files
 import coop_fast
 from .clip import load_clip, clip_pre
@@ -126,7 +127,9 @@ def save_prompt(self:Learner, fname='prompt.safetensors', # File name, relative 
                ) -> Path:
     "Save the learned prompt of this CoOp learner to `self.path/fname`"
     s = {**(getattr(self, 'coop_summary', None) or {}), **(summary or {})}
-    return save_prompt(self.model, Path(self.path)/fname, s)
+    path = Path(self.path)/fname
+    if rank_distrib(): return path if path.suffix else path.with_suffix('.safetensors')  # only the main process writes
+    return save_prompt(self.model, path, s)
 
 # %% ../nbs/06_export.ipynb #c8387e4d
 _meta_types = dict(format_version=int, version=str, arch=(str, type(None)), pretrained=(str, type(None)),
