@@ -57,7 +57,7 @@ def test_usage():
 
 def test_train_eval_predict_results(imgs, tmp_path):
     p = tmp_path/'runs/a.safetensors'
-    rec = json.loads(ok('train', imgs, '--shots', 4, '--epochs', 2, '--out', p, '--json', '--plot', *TINY))
+    rec = json.loads(ok('train', imgs, '--shots', 4, '--epochs', 2, '--out', p, '--json', '--plot', *[a for a in TINY if a != '--quiet']))
     assert rec == json.loads(p.with_suffix('.json').read_text())
     assert (rec['kind'], rec['command'], rec['dataset'], rec['shots'], rec['split'], rec['n']) == (result_kind, 'train', 'imgs', 4, 'test', 6)
     for s in ('.training.png', '.confusion.png', '.class_accuracy.png'): assert p.with_suffix(s).read_bytes()[:4] == b'\x89PNG'
