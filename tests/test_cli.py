@@ -1,0 +1,163 @@
+"The `coop-fast` command end to end on the tiny test CLIP: train, eval, predict, results, demo; determinism; resuming."
+import contextlib, importlib.machinery, importlib.util, io, json, os, signal, subprocess, sys, time, types
+from pathlib import Path
+import pytest, torch
+from fastcore.basics import defaults
+from fastai.callback.core import Callback
+import coop_fast
+from coop_fast.cli import main, commands, result_kind
+from coop_fast.checkpoint import read_checkpoint
+from coop_fast.data import fake_images, fewshot_items, folder_items
+from coop_fast.datasets import fake_dataset
+from coop_fast.export import read_prompt
+
+torch.set_num_threads(1)  # tiny models: threads only contend
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
+TINY = ['--arch', 'coop-test-vit', '--pretrained', 'random', '--n_ctx', '4', '--bs', '4', '--workers', '0', '--device', 'cpu', '--quiet']
+
+def run(*args):
+    "(exit status, stdout, stderr) of `coop-fast ARGS`, run in this process"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+def ok(*args):
+    code, out, err = run(*args)
+    assert code == 0, err
+    return out
+
+def cli(*args, timeout=120):
+    "`python -m coop_fast.cli ARGS` in a subprocess importing this tree"
+    return subprocess.run([sys.executable, '-m', 'coop_fast.cli', *map(str, args)], capture_output=True, text=True,
+                          env=ENV, cwd=ROOT, timeout=timeout)
+
+def ctx(f): return read_prompt(f)[0]
+
+@pytest.fixture(scope='module')
+def imgs(tmp_path_factory): return fake_images(tmp_path_factory.mktemp('data')/'imgs', n=10)
+
+def test_help_in_subprocesses():
+    r = cli('--help')
+    assert r.returncode == 0 and all(f'\n  {c} ' in r.stdout for c in ('train', 'eval', 'predict', 'results', 'demo')), r.stderr
+    r = cli('train', '--help')
+    assert r.returncode == 0 and '--resume' in r.stdout and '--class_token_position' in r.stdout, r.stderr
+    # help and argument errors are answered without importing PyTorch
+    code = ("import sys, contextlib, io\nfrom coop_fast.cli import main\n"
+            "with contextlib.redirect_stderr(io.StringIO()): codes = main(['eval', '--help']), main(['train', 'x', '--shots', '0'])\n"
+            "print(codes, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.stdout.strip().endswith('(0, 2) False'), r.stdout + r.stderr
+
+def test_usage():
+    code, out, err = run()
+    assert code == 2 and 'usage: coop-fast COMMAND' in err
+    assert run('--version')[1].strip() == f'coop_fast {coop_fast.__version__}'
+    assert list(commands) == ['train', 'eval', 'predict', 'results', 'demo']
+
+def test_train_eval_predict_results(imgs, tmp_path):
+    p = tmp_path/'runs/a.safetensors'
+    rec = json.loads(ok('train', imgs, '--shots', 4, '--epochs', 2, '--out', p, '--json', '--plot', *[a for a in TINY if a != '--quiet']))
+    assert rec == json.loads(p.with_suffix('.json').read_text())
+    assert (rec['kind'], rec['command'], rec['dataset'], rec['shots'], rec['split'], rec['n']) == (result_kind, 'train', 'imgs', 4, 'test', 6)
+    for s in ('.training.png', '.confusion.png', '.class_accuracy.png'): assert p.with_suffix(s).read_bytes()[:4] == b'\x89PNG'
+    # eval on the training folder finds the same test split, and the same (random) CLIP: the same accuracy
+    ev = json.loads(ok('eval', p, imgs, '--json', '--out', tmp_path/'runs/a_eval.json', '--device', 'cpu', '--workers', 0))
+    assert (ev['accuracy'], ev['n'], ev['per_class']) == (rec['accuracy'], rec['n'], rec['per_class'])
+    assert ev['trained_on'] == 'imgs' and ev['method'] == rec['method'] == 'CoOp (M=4, end)'
+    text = ok('eval', p, imgs, '--split', 'all', '--device', 'cpu', '--workers', 0)
+    assert 'all split, 30 images' in text and 'precision' in text
+    preds = json.loads(ok('predict', p, imgs/'cat', imgs/'dog/0.jpg', '--json', '--device', 'cpu'))
+    assert len(preds) == 11 and set(preds[0]) == {'file', 'class', 'probability'} and preds[0]['class'] in ('bird', 'cat', 'dog')
+    # results: the train and eval records of one prompt on one test split count once
+    ok('train', imgs, '--shots', 4, '--epochs', 2, '--seed', 2, '--out', tmp_path/'runs/b.safetensors', *TINY)
+    table = json.loads(ok('results', tmp_path/'runs', '--json', '--csv', tmp_path/'t.csv', '--plot', tmp_path/'t.png'))
+    assert [(r['dataset'], r['shots'], r['runs']) for r in table] == [('imgs', 4, 2)]
+    assert abs(table[0]['accuracy_mean'] - (rec['accuracy'] + json.loads((tmp_path/'runs/b.json').read_text())['accuracy']) / 2) < 1e-9
+    assert (tmp_path/'t.csv').read_text().startswith('dataset,method,shots,runs,accuracy_mean,accuracy_std')
+    assert (tmp_path/'t.png').read_bytes()[:4] == b'\x89PNG'
+    md = ok('results', tmp_path/'runs/a.json', tmp_path/'runs/b.json', '--by', 'method', '--ci95')
+    assert md.splitlines()[0].split('|')[1:4] == [' method          ', ' runs ', ' accuracy (%) ']
+
+def test_benchmark_dataset(tmp_path):
+    root = tmp_path/'data'
+    fake_dataset('OxfordPets', root, n=(3, 2, 2)); fake_dataset('ImageNetV2', root, n=(1, 1, 2))
+    rec = json.loads(ok('train', 'Pets', '--root', root, '--shots', 2, '--epochs', 1, '--out', tmp_path/'pets.safetensors', '--json', *TINY))
+    assert (rec['dataset'], rec['n'], len(rec['per_class'])) == ('OxfordPets', 10, 5)
+    assert 'american bulldog' in read_prompt(tmp_path/'pets.safetensors')[1]['classnames']  # the paper's class names
+    ev = json.loads(ok('eval', tmp_path/'pets.safetensors', 'OxfordPets', '--root', root, '--split', 'val', '--json', '--device', 'cpu', '--workers', 0))
+    assert (ev['split'], ev['n']) == ('val', 10)
+    # a unified context transfers to another dataset's classes
+    ev = json.loads(ok('eval', tmp_path/'pets.safetensors', 'ImageNetV2', '--root', root, '--json', '--device', 'cpu', '--workers', 0))
+    assert (ev['dataset'], ev['n'], len(ev['classnames'])) == ('ImageNetV2', 24, 12)
+    base = json.loads(ok('train', 'OxfordPets', '--root', root, '--subsample', 'base', '--shots', 2, '--epochs', 1,
+                         '--out', tmp_path/'base.safetensors', '--json', *TINY))
+    assert (base['subsample'], len(base['per_class'])) == ('base', 3)
+
+def test_same_seed_same_split_and_context(imgs, tmp_path):
+    items = folder_items(imgs)[0]
+    assert fewshot_items(items, 4, seed=3) == fewshot_items(items, 4, seed=3) != fewshot_items(items, 4, seed=4)
+    for f in ('a', 'b'): ok('train', imgs, '--shots', 4, '--epochs', 3, '--lr', 0.01, '--seed', 3, '--out', tmp_path/f'{f}.safetensors', *TINY)
+    assert torch.equal(ctx(tmp_path/'a.safetensors'), ctx(tmp_path/'b.safetensors'))
+    assert read_prompt(tmp_path/'a.safetensors')[1]['summary'] == read_prompt(tmp_path/'b.safetensors')[1]['summary']
+
+class StopAfter(Callback):
+    "Interrupt the fit after epoch `k`, as Ctrl-C would, once the checkpoint is written"
+    order, k = 70, 2
+    def after_epoch(self):
+        if self.epoch == self.k: raise KeyboardInterrupt()
+
+@pytest.mark.parametrize('extra', [[], ['--feature_cache', '2', '--csc']])
+def test_resume_ends_where_a_straight_run_ends(imgs, tmp_path, monkeypatch, extra):
+    args = ['train', imgs, '--shots', 4, '--epochs', 6, '--lr', 0.02, *extra, *TINY]
+    straight = json.loads(ok(*args, '--out', tmp_path/'straight.safetensors', '--json'))
+    with monkeypatch.context() as m:
+        m.setattr(defaults, 'callbacks', defaults.callbacks + [StopAfter])
+        code, _, err = run(*args, '--out', tmp_path/'r.safetensors')
+    assert code == 130 and 'interrupted' in err and '--resume' in err
+    assert not (tmp_path/'r.safetensors').exists() and read_checkpoint(tmp_path/'r.ckpt.safetensors')[1]['epoch'] == 3
+    code, out, err = run(*args, '--out', tmp_path/'r.safetensors', '--json', '--resume')
+    assert code == 0 and 'Resuming from' in err and 'after epoch 3 of 6' in err, err
+    resumed = json.loads(out)
+    assert torch.equal(ctx(tmp_path/'r.safetensors'), ctx(tmp_path/'straight.safetensors'))  # bit-identical on CPU
+    skip = {'prompt', 'time', 'seconds'}
+    assert {k: v for k, v in resumed.items() if k not in skip} == {k: v for k, v in straight.items() if k not in skip}
+    s1, s2 = (read_prompt(tmp_path/f)[1]['summary'] for f in ('r.safetensors', 'straight.safetensors'))
+    assert s1 == s2 and s1['epochs'] == 6
+    # resuming a finished run trains nothing and writes the same prompt again
+    assert json.loads(ok(*args, '--out', tmp_path/'r.safetensors', '--json', '--resume'))['accuracy'] == straight['accuracy']
+    assert torch.equal(ctx(tmp_path/'r.safetensors'), ctx(tmp_path/'straight.safetensors'))
+
+def test_killed_subprocess_resumes(imgs, tmp_path):
+    "SIGKILL a real `coop-fast train` after its first epoch; the resumed run ends with the straight run's context"
+    args = ['train', imgs, '--shots', 4, '--epochs', 20, '--lr', 0.02, *TINY]
+    ck, out = tmp_path/'k.ckpt.safetensors', tmp_path/'k.safetensors'
+    proc = subprocess.Popen([sys.executable, '-m', 'coop_fast.cli', *map(str, args), '--out', str(out)], env=ENV, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        t, seen = time.time(), None
+        while proc.poll() is None and time.time() - t < 150:
+            m = ck.stat().st_mtime_ns if ck.exists() else None
+            if m != seen and m is not None and read_checkpoint(ck)[1]['epoch'] >= 1: break
+            seen = m
+            time.sleep(0.01)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()}"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill(); proc.wait()
+    done = read_checkpoint(ck)[1]['epoch']
+    assert 1 <= done < 20 and not out.exists()
+    ok(*args, '--out', out, '--resume')
+    ok(*args, '--out', tmp_path/'straight.safetensors')
+    assert torch.equal(ctx(out), ctx(tmp_path/'straight.safetensors'))
+
+def test_demo_dispatch(monkeypatch):
+    if importlib.util.find_spec('coop_fast.zoo') is None:
+        code, _, err = run('demo')
+        assert code == 1 and 'needs coop_fast.zoo' in err
+    zoo = types.ModuleType('coop_fast.zoo')
+    zoo.__spec__ = importlib.machinery.ModuleSpec('coop_fast.zoo', None)
+    zoo.demo = lambda: print('demo ran') or 0
+    monkeypatch.setitem(sys.modules, 'coop_fast.zoo', zoo)
+    monkeypatch.setattr(coop_fast, 'zoo', zoo, raising=False)
+    assert run('demo')[:2] == (0, 'demo ran\n')
