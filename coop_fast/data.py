@@ -279,7 +279,7 @@ def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test f
                 **kwargs
                ) -> FewShotDataLoaders:
     "Few-shot `DataLoaders` of `shots` images per class of `source`, sampled with `seed`, with the transforms of `pre`"
-    pre, name = get_pre(pre), 'items'
+    pre, name, bs = get_pre(pre), 'items', _count(bs, 'bs', none_ok=False)
     if isinstance(source, (str, Path)):
         root = _check_dir(source); name = str(root)
         if (root/'train').is_dir():

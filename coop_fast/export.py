@@ -140,17 +140,17 @@ def _bad(path, why): return ValueError(f"{path} is not a usable coop_fast prompt
 
 def _read_header(path:Path, f, size:int) -> dict:
     "The JSON header of safetensors file `f`, or an error saying what the file is"
-    head = f.read(8)
-    if head.startswith(b'PK\x03\x04'):
-        raise _bad(path, "it is a zip archive, such as a PyTorch checkpoint saved with torch.save. coop_fast never "
-                         "unpickles files (unpickling can run code); save prompts with `save_prompt`.")
-    if head[:1] == b'\x80':
-        raise _bad(path, "it is a Python pickle. coop_fast never unpickles files (unpickling can run code); "
-                         "save prompts with `save_prompt`.")
-    n = int.from_bytes(head, 'little') if len(head) == 8 else -1
-    if n < 2 or n > min(size - 8, 100_000_000):
+    head = f.read(9)
+    n = int.from_bytes(head[:8], 'little') if len(head) == 9 else -1
+    if not (2 <= n <= min(size - 8, 100_000_000) and head[8:] == b'{'):
+        if head.startswith(b'PK\x03\x04'):
+            raise _bad(path, "it is a zip archive, such as a PyTorch checkpoint saved with torch.save. coop_fast never "
+                             "unpickles files (unpickling can run code); save prompts with `save_prompt`.")
+        if head[:1] == b'\x80':
+            raise _bad(path, "it is a Python pickle. coop_fast never unpickles files (unpickling can run code); "
+                             "save prompts with `save_prompt`.")
         raise _bad(path, "it is not a safetensors file (empty, truncated, or another format).")
-    try: header = json.loads(f.read(n))
+    try: header = json.loads(b'{' + f.read(n - 1))
     except (UnicodeDecodeError, ValueError): raise _bad(path, "it is not a safetensors file (its header is not JSON).") from None
     if not isinstance(header, dict): raise _bad(path, "it is not a safetensors file.")
     return header

@@ -349,6 +349,10 @@ def fit_coop(self:Learner, n_epoch:int, # Number of epochs (the paper: 50 to 200
              start_epoch:int=0, # Epoch to resume from
             ):
     "Train `n_epoch` epochs with CoOp's recipe: SGD, `warmup_lr` for `warmup_epochs`, then cosine annealing from `lr`"
+    if not isinstance(n_epoch, int) or isinstance(n_epoch, bool) or n_epoch < 1:
+        raise ValueError(f"n_epoch must be a positive integer, got {n_epoch!r}.")
+    for k, v in dict(lr=lr, warmup_lr=warmup_lr).items():
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0: raise ValueError(f"{k} must be a positive number, got {v!r}.")
     sched = EpochScheduler({'lr': partial(coop_lr, n_epoch=n_epoch, lr=lr, warmup_lr=warmup_lr, warmup_epochs=warmup_epochs)})
     old = self.opt_func, self.opt
     self.opt_func = partial(coop_sgd, mom=mom, wd=wd)

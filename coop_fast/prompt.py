@@ -74,6 +74,7 @@ class PromptLearner(nn.Module):
         if class_token_position not in positions:
             raise ValueError(f"class_token_position must be one of {positions}, got {class_token_position!r}.")
         names = _check_names(classnames)
+        if not isinstance(csc, bool): raise TypeError(f"csc must be True or False, got {csc!r}.")
         emb = t.token_embedding.weight
         if ctx_init:
             if not isinstance(ctx_init, str): raise TypeError(f"ctx_init must be a string of words, got {ctx_init!r}.")
@@ -240,10 +241,11 @@ class CoOpModel(nn.Module):
         t = self.text_features()
         if f.shape[-1] != t.shape[-1]:
             raise ValueError(f"Image features have {f.shape[-1]} dimensions, this CLIP's text features {t.shape[-1]}.")
-        f, t = F.normalize(f.float(), dim=-1), F.normalize(t.float(), dim=-1)
-        logits = self.clip.logit_scale.exp().float() * f @ t.t()
-        b = getattr(self.clip, 'logit_bias', None)
-        return logits if b is None else logits + b.float()
+        with torch.autocast(f.device.type, enabled=False):  # cosines in fp32 even under mixed precision
+            f, t = F.normalize(f.float(), dim=-1), F.normalize(t.float(), dim=-1)
+            logits = self.clip.logit_scale.exp().float() * f @ t.t()
+            b = getattr(self.clip, 'logit_bias', None)
+            return logits if b is None else logits + b.float()
 
 # %% ../nbs/01_prompt.ipynb #59bde470
 def copy_ctx(src, dst):

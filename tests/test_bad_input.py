@@ -139,15 +139,12 @@ gaps = [
     ('fewshot_dls(bs=0) is accepted', lambda e: fewshot_dls(e.imgs, e.clip, bs=0, num_workers=0, device='cpu')),
 ]
 
-@pytest.mark.xfail(strict=True, reason='argument not checked by the learner/data modules yet')
 @pytest.mark.parametrize('case,call', gaps, ids=[c[0] for c in gaps])
 def test_unchecked(e, case, call):
     with warnings.catch_warnings(), pytest.raises((ValueError, TypeError)):
         warnings.simplefilter('ignore')
         call(e)
 
-@pytest.mark.xfail(strict=True, reason="export._read_header takes a first byte 0x80 for a pickle; it is also the low byte of "
-                                       "1 in 256 safetensors header lengths")
 def test_prompt_header_length_128_mod_256(e):
     "A valid prompt file whose header length ends in byte 0x80 loads (coop_fast.export bug, found here)"
     for i in range(600):
