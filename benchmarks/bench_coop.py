@@ -8,7 +8,8 @@ tower every step, image tower every step, text features every evaluation batch);
 `coop_fast.prompt.CoOpModel` (causal truncation + shared prefix, cached evaluation text features,
 image tower without autograd). Ratios are reference time / fast time, measured alternately.
 """
-import argparse, json, os, statistics, subprocess, sys, threading, time
+import argparse, json, os, statistics, subprocess, sys, tempfile, threading, time
+from pathlib import Path
 import torch, torch.nn.functional as F
 import psutil
 from coop_fast.clip import load_clip, clip_pre
@@ -71,6 +72,42 @@ def bench_eval(arch, n_cls, n_batches=5):
     tr, tf = alternate(run(ref), run(fast), 1)
     return dict(ref_eval=tr, fast_eval=tf, eval_ratio=tr / tf)
 
+class TrainTimer:
+    "fastai callback timing the training phase of each epoch (validation excluded)"
+    def __init__(self): self.times = []
+    def __call__(self, learn):
+        from fastai.callback.core import Callback
+        outer = self
+        class _T(Callback):
+            def before_train(self): self.t = time.perf_counter()
+            def after_train(self): outer.times.append(time.perf_counter() - self.t)
+        return _T()
+
+def bench_epoch(arch, n_cls=100, shots=16, n_views=0, root=None):
+    "One training epoch on a `shots` x `n_cls` split of 256 px images: reference vs fast with a warm feature cache"
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from coop_fast.data import fewshot_dls, fake_images
+    from coop_fast.learner import coop_learner, coop_sgd
+    clip = load_clip(arch, device='cpu')
+    root = Path(root or tempfile.mkdtemp())
+    if not (root/'train').exists():
+        names = [f'c{i:03d}' for i in range(n_cls)]
+        fake_images(root/'train', names, n=shots + 4, size=(256, 256))
+    dls = fewshot_dls(root/'train', clip, shots=shots, seed=1, bs=32, test_pct=0, num_workers=0, device='cpu')
+    res = {}
+    t_fast = TrainTimer()
+    fast = coop_learner(dls, clip_model=clip, feature_cache=n_views, cbs=t_fast(None))
+    with fast.no_bar(), fast.no_logging():
+        fast.fit(max(n_views, 1) + 1, lr=2e-3)  # fills the cache (one view per epoch), then a warm epoch
+    t_ref = TrainTimer()
+    ref = Learner(dls, RefCoOp(clip, list(dls.vocab)), loss_func=CrossEntropyLossFlat(), opt_func=coop_sgd, cbs=t_ref(None))
+    with ref.no_bar(), ref.no_logging(): ref.fit(1, lr=2e-3)
+    res.update(n_train=len(dls.train_ds), batches=len(dls.train), n_views=n_views,
+               ref_epoch=t_ref.times[-1], fast_cold_epoch=t_fast.times[0], fast_warm_epoch=t_fast.times[-1])
+    res['epoch_ratio'] = res['ref_epoch'] / res['fast_warm_epoch']
+    return res
+
 def _mem_child(arch, n_cls, which):
     "Peak resident memory (MB) added by one training step, measured in a fresh process"
     clip, ref, fast = models(arch, n_cls)
@@ -101,6 +138,11 @@ def main():
     p.add_argument('--classes', nargs='+', type=int, default=[10, 100, 1000])
     p.add_argument('--reps', type=int, default=3, help='timed repetitions of a train step (median)')
     p.add_argument('--skip-memory', action='store_true')
+    p.add_argument('--skip-epoch', action='store_true')
+    p.add_argument('--epoch-classes', type=int, default=100)
+    p.add_argument('--epoch-shots', type=int, default=16)
+    p.add_argument('--epoch-views', type=int, default=0, help='feature-cache views for the epoch measurement')
+    p.add_argument('--only-epoch', action='store_true')
     p.add_argument('--out', default=None, help='write the JSON results here')
     p.add_argument('--mem-child', nargs=3, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -108,6 +150,10 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     rows = []
     for arch in a.archs:
+        if not a.skip_epoch:
+            r = dict(arch=arch, **bench_epoch(arch, a.epoch_classes, a.epoch_shots, a.epoch_views))
+            rows.append(r); print(json.dumps(r), flush=True)
+        if a.only_epoch: continue
         for n in a.classes:
             r = dict(arch=arch, n_cls=n)
             r.update(bench_train(arch, n, a.reps if n < 1000 else 1))
