@@ -17,6 +17,8 @@ $(STAMP): setup.py settings.ini constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel 2>&1 | $(QUIET)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]' 2>&1 | $(QUIET)
+	# data for the tiny CLIP (coop_fast.zoo); its metadata asks for tensorflow, which it never imports
+	$(BIN)/python -m pip install -q --no-deps animal-mnist==0.4 2>&1 | $(QUIET)
 	touch $(STAMP)
 
 install: $(STAMP)
