@@ -108,6 +108,8 @@ def bench_epoch(arch, n_cls=100, shots=16, n_views=0, root=None):
     res['epoch_ratio'] = res['ref_epoch'] / res['fast_warm_epoch']
     return res
 
+MEM_LIMIT_GB = 20  # a child using more is stopped: the machine has 24 GB
+
 def _mem_child(arch, n_cls, which):
     "Peak resident memory (MB) added by one training step, measured in a fresh process"
     clip, ref, fast = models(arch, n_cls)
@@ -115,22 +117,38 @@ def _mem_child(arch, n_cls, which):
     x, y = batch(clip, n_cls=n_cls)
     step = step_fn(m, m.prompt_learner.ctx, x, y)
     proc, peak, done = psutil.Process(), [0], threading.Event()
-    def watch():
-        while not done.is_set(): peak[0] = max(peak[0], proc.memory_info().rss); time.sleep(0.002)
     base = proc.memory_info().rss
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            if peak[0] - base > MEM_LIMIT_GB * 2**30:
+                print(json.dumps(dict(peak_mb=None, over_gb=MEM_LIMIT_GB)), flush=True); os._exit(3)
+            time.sleep(0.002)
     th = threading.Thread(target=watch); th.start()
     step()
     done.set(); th.join()
     print(json.dumps(dict(peak_mb=(peak[0] - base) / 2**20)))
 
-def bench_memory(arch, n_cls):
-    res = {}
-    for which in ('ref', 'fast'):
-        out = subprocess.run([sys.executable, __file__, '--mem-child', arch, str(n_cls), which], capture_output=True, text=True)
-        if out.returncode: res[f'{which}_mem_mb'] = float('nan'); print(out.stderr[-2000:], file=sys.stderr); continue
-        res[f'{which}_mem_mb'] = json.loads(out.stdout.strip().splitlines()[-1])['peak_mb']
-    res['mem_ratio'] = res['fast_mem_mb'] / res['ref_mem_mb']
-    return res
+def step_memory(arch, n_cls, which):
+    "Peak MB of one training step of `which` path, or None when it needs more than `MEM_LIMIT_GB`"
+    out = subprocess.run([sys.executable, __file__, '--mem-child', arch, str(n_cls), which], capture_output=True, text=True)
+    lines = out.stdout.strip().splitlines()
+    if not lines: raise RuntimeError(out.stderr[-2000:])
+    return json.loads(lines[-1])['peak_mb']
+
+def bench_memory(arch, classes):
+    "Peak memory of one training step per class count; the reference's is extrapolated linearly where it does not fit"
+    rows = {n: dict(ref_mem_mb=step_memory(arch, n, 'ref'), fast_mem_mb=step_memory(arch, n, 'fast')) for n in classes}
+    fit = [(n, r['ref_mem_mb']) for n, r in rows.items() if r['ref_mem_mb'] is not None]
+    if len(fit) >= 2:
+        (n0, m0), (n1, m1) = fit[-2], fit[-1]
+        slope = (m1 - m0) / (n1 - n0)
+        for n, r in rows.items():
+            if r['ref_mem_mb'] is None: r['ref_mem_mb_extrapolated'] = m1 + slope * (n - n1)
+    for r in rows.values():
+        ref = r['ref_mem_mb'] if r['ref_mem_mb'] is not None else r.get('ref_mem_mb_extrapolated')
+        r['mem_ratio'] = r['fast_mem_mb'] / ref if ref else None
+    return rows
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -138,6 +156,7 @@ def main():
     p.add_argument('--classes', nargs='+', type=int, default=[10, 100, 1000])
     p.add_argument('--reps', type=int, default=3, help='timed repetitions of a train step (median)')
     p.add_argument('--skip-memory', action='store_true')
+    p.add_argument('--mem-classes', nargs='*', type=int, default=[250, 500], help='extra class counts for memory only')
     p.add_argument('--skip-epoch', action='store_true')
     p.add_argument('--epoch-classes', type=int, default=100)
     p.add_argument('--epoch-shots', type=int, default=16)
@@ -154,11 +173,13 @@ def main():
             r = dict(arch=arch, **bench_epoch(arch, a.epoch_classes, a.epoch_shots, a.epoch_views))
             rows.append(r); print(json.dumps(r), flush=True)
         if a.only_epoch: continue
-        for n in a.classes:
-            r = dict(arch=arch, n_cls=n)
-            r.update(bench_train(arch, n, a.reps if n < 1000 else 1))
-            r.update(bench_eval(arch, n))
-            if not a.skip_memory and n == max(a.classes): r.update(bench_memory(arch, n))
+        mem = {} if a.skip_memory else bench_memory(arch, sorted(set(a.classes) | set(a.mem_classes)))
+        for n in sorted(set(a.classes) | set(mem)):
+            r = dict(arch=arch, n_cls=n, **mem.get(n, {}))
+            if n in a.classes:
+                if mem.get(n, {}).get('ref_mem_mb', 0) is None: r['ref_step'] = f'does not fit in {MEM_LIMIT_GB} GB'
+                else: r.update(bench_train(arch, n, a.reps if n < 500 else 1))
+                r.update(bench_eval(arch, n))
             rows.append(r)
             print(json.dumps(r), flush=True)
     if a.out:
