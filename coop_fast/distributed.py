@@ -183,8 +183,8 @@ def sweep_runs(datasets, # Dataset names, e.g. `['oxford_pets', 'caltech101']`
         g = min(ids, key=load.get)
         load[g] += r['shots']
         r['gpu'], r['out'] = g, f"{out}/{r['name']}.safetensors"
-        r['cmd'] = (f"{cmd} train --dataset {shlex.quote(str(r['dataset']))} --root {shlex.quote(str(root))} --shots {r['shots']} "
-                    f"--seed {r['seed']} --out {shlex.quote(r['out'])}" + (f' {args}' if args else ''))
+        r['cmd'] = (f"{cmd} train {shlex.quote(str(r['dataset']))} --root {shlex.quote(str(root))} --shots {r['shots']} "
+                    f"--seed {r['seed']} --out {shlex.quote(r['out'])} --resume" + (f' {args}' if args else ''))
     return runs
 
 # %% ../nbs/10_distributed.ipynb #6ea8fac1
@@ -199,6 +199,7 @@ def sweep_script(datasets, # Dataset names
                  logs='logs', # Folder for one log per run
                 ) -> str:
     "A bash script that runs the sweep of `datasets` × `shots` × `seeds`, one run per GPU at a time, then `coop-fast results`"
+    out, logs = str(out), str(logs)
     runs = sweep_runs(datasets, shots, seeds, root, gpus, out, args, cmd)
     ids = list(dict.fromkeys(r['gpu'] for r in runs))
     q = shlex.quote

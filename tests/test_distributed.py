@@ -106,7 +106,7 @@ def test_prompt_written_once(ddp):
 FAKE = r'''#!/usr/bin/env bash
 echo "${CUDA_VISIBLE_DEVICES:-none} $*" >> calls.txt
 [ "$1" = train ] || exit 0
-[ "$3" = broken ] && { echo oops; exit 1; }
+[ "$2" = broken ] && { echo oops; exit 1; }
 while [ $# -gt 0 ]; do [ "$1" = --out ] && touch "$2"; shift; done
 '''
 
