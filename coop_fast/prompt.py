@@ -139,16 +139,28 @@ def _plain_blocks(t):
     return all(type(b) is ResidualAttentionBlock and isinstance(b.attn, nn.MultiheadAttention)
                and b.attn._qkv_same_embed_dim and not hasattr(b, 'ln_1_kv') for b in t.transformer.resblocks)
 
+def _per_head(x, B, S):
+    "`x` (1 or B, H, S, d) as (H, B·S, d): one matrix per head for every class's rows at once"
+    return x.transpose(0, 1).reshape(x.shape[1], B * S, -1)
+
+def _attend(q, k, v, mask, past=None):
+    "Attention of `q` over its own keys `k`/values `v` and, once for all classes, the shared prefix's `past`"
+    if past is None: return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    (kp, vp), (B, H, S, d), P = past, q.shape, past[0].shape[2]
+    q = q * d ** -0.5
+    to_prefix = (_per_head(q, B, S) @ kp[0].transpose(1, 2)).view(H, B, S, P).transpose(0, 1)
+    w = (torch.cat([to_prefix, q @ k.transpose(-1, -2)], -1) + mask).softmax(-1)
+    wp, ws = w.split([P, S], -1)
+    return (_per_head(wp, B, S) @ vp[0]).view(H, B, S, d).transpose(0, 1) + ws @ v
+
 def _block(blk, x, mask, past=None):
     "Block `blk` on `x` (batch, seq, width), attending also to the keys/values `past` of a shared prefix"
     a = blk.attn
     B, S, D = x.shape
     q, k, v = F.linear(blk.ln_1(x), a.in_proj_weight, a.in_proj_bias).view(B, S, 3, a.num_heads, -1).permute(2, 0, 3, 1, 4)
-    kv = (k, v)
-    if past is not None: k, v = (torch.cat([p.expand(B, -1, -1, -1), o], 2) for p, o in zip(past, kv))
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    o = _attend(q, k, v, mask, past)
     x = x + blk.ls_1(a.out_proj(o.transpose(1, 2).reshape(B, S, D)))
-    return x + blk.ls_2(blk.mlp(blk.ln_2(x))), kv
+    return x + blk.ls_2(blk.mlp(blk.ln_2(x))), (k, v)
 
 # %% ../nbs/01_prompt.ipynb #7b525fb2
 def _project(t, x):
