@@ -185,10 +185,10 @@ def _pkg_dir(pkg, install):
 
 _cache = {}
 def _cached(f):
+    @functools.wraps(f)  # keeps the name, docstring and qualified name (the docs look it up)
     def _f():
         if f.__name__ not in _cache: _cache[f.__name__] = f()
         return _cache[f.__name__]
-    _f.__name__, _f.__doc__ = f.__name__, f.__doc__
     return _f
 
 @_cached
