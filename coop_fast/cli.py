@@ -532,14 +532,21 @@ def cli_results(paths:Param("Result JSON files written by coop-fast train or eva
 
 # %% ../nbs/09_cli.ipynb #f79f8809
 @command
-def cli_demo():
+def cli_demo(task:str='digits', # Downstream task of the tiny CLIP: digits, typed or animals-sketch (coop_fast.zoo.fewshot_tasks)
+             shots:int=16, # Training images per class
+             epochs:int=None, # Training epochs; default the paper's for SHOTS (200 for 16)
+             seed:int=1, # Seed of the few-shot sample and of the context
+             out:str=None, # Prompt file to write; default coop-demo/TASK.safetensors
+            ):
     "Run the offline demo: the project's tiny pretrained CLIP, zero-shot against CoOp (needs coop_fast.zoo)"
+    _check_int('shots', shots); _check_int('epochs', epochs); _check_int('seed', seed, lo=0)
     if importlib.util.find_spec('coop_fast.zoo') is None:
         print("coop-fast: the demo needs coop_fast.zoo (the project's tiny pretrained CLIP), which this version of coop_fast "
               "does not have yet.", file=sys.stderr)
         return 1
     from coop_fast import zoo
-    return zoo.demo()
+    zoo.demo(task, shots=shots, epochs=epochs, seed=seed, out=out)
+    return 0
 
 # %% ../nbs/09_cli.ipynb #f6e239f0
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())  # `python -m coop_fast.cli`, not a notebook

@@ -5,6 +5,7 @@
 # %% ../nbs/08_zoo.ipynb #5056691c
 from __future__ import annotations
 import os, gzip, json, math, pickle, time, functools, importlib.util
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
@@ -20,7 +21,7 @@ __all__ = ['S', 'colors', 'shapes', 'backgrounds', 'positions9', 'digit_words', 
            'split_idx', 'char_mask', 'place', 'random_look', 'draw_look', 'digit_caption', 'animal_caption',
            'pretrain_batch', 'PretrainStream', 'tokenize', 'encode_text', 'to_input', 'clip_loss', 'pretrain',
            'open_clip_quiet', 'save_weights', 'Task', 'task_data', 'make_task', 'image_features', 'zeroshot_acc',
-           'fewshot_idx', 'train_coop', 'coop_eval', 'pretrain_cli']
+           'fewshot_idx', 'train_coop', 'coop_eval', 'pretrain_cli', 'cache_dir', 'demo']
 
 # %% ../nbs/08_zoo.ipynb #57ebdfd9
 S = 32  # image size of coop-tiny
@@ -561,8 +562,10 @@ def make_task(name:str, # Task name, a key of `tasks`
             for i, (im, k) in enumerate(zip(x, y)): Image.fromarray(im).save(tmp/split/tasks[name].classnames[k]/f'{i:04d}.png')
         (tmp/'task.json').write_text(json.dumps(dict(name=name, classnames=list(tasks[name].classnames),
                                                      prompt=tasks[name].prompt, about=tasks[name].about, seed=seed)))
-        if dest.exists(): shutil.rmtree(dest)
-        tmp.rename(dest)
+        if dest.exists() and overwrite: shutil.rmtree(dest)
+        try: tmp.rename(dest)
+        except OSError:  # another process wrote the same task meanwhile (it is deterministic): keep that one
+            if overwrite or not (dest/'task.json').exists(): raise
     finally:
         if tmp.exists(): shutil.rmtree(tmp)
     return dest
@@ -634,3 +637,100 @@ def pretrain_cli(out:Param("safetensors file to write", str)='coop-tiny.safetens
     t = time.perf_counter()
     pretrain(steps=steps, bs=bs, seed=seed, out=out, threads=threads)
     print(f"saved {out} after {(time.perf_counter() - t)/60:.1f} min")
+
+# %% ../nbs/08_zoo.ipynb #84e526c3
+def cache_dir() -> Path:
+    "Folder where coop_fast keeps what it can redraw: `$XDG_CACHE_HOME/coop_fast` (default `~/.cache/coop_fast`)"
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'coop_fast'
+
+def _log_every(n:int, n_epoch:int):
+    "A fastai callback that shows the epoch table every `n` epochs and at the last, instead of every epoch"
+    from fastai.callback.core import Callback
+    def fmt(row): return '  '.join(f'{v:<10.6f}' if isinstance(v, float) else f'{v!s:<10}' for v in row)
+    class LogEvery(Callback):
+        order = 61  # after `ProgressCallback` has put its table writer in `learn.logger`
+        def before_fit(self):
+            self.old = log = self.learn.logger
+            if not hasattr(self.learn, 'progress'): log = lambda row: print(fmt(row))  # no bars: plain lines
+            if log is not self.old: log(self.recorder.metric_names)
+            self.new = self.learn.logger = lambda row: log(row) if (self.epoch + 1) % n == 0 or self.epoch + 1 == n_epoch else None
+        def after_fit(self):
+            if self.learn.logger is self.new: self.learn.logger = self.old
+    return LogEvery()
+
+# %% ../nbs/08_zoo.ipynb #2cd743a8
+def demo(task:str='digits', # Downstream task to learn a prompt for, a key of `tasks`
+         shift:str|bool|None=None, # Shifted domain to test the learned prompt on; default the task's `-noisy` shift; False: none
+         shots:int=16, # Training images per class
+         epochs:int|None=None, # Training epochs; default the paper's for `shots` (200 for 16 shots)
+         n_ctx:int=16, # Number of context vectors
+         seed:int=1, # Seed of the few-shot sample and of the context's initialisation
+         out=None, # Prompt file to write; default `coop-demo/{task}.safetensors` in the current folder
+         data=None, # Folder for the task images; default `cache_dir()/'tasks'`
+         log_every:int=20, # Show the epoch table every `log_every` epochs
+         bars:bool|None=None, # Show progress bars; default when printing to a terminal or a notebook
+         threads:int|None=1, # torch threads while it runs (one is fastest for this tiny model); None: leave as is
+        ) -> dict:
+    "Offline demo: zero-shot vs CoOp with `shots` per class on `task` and its `shift`, on coop-tiny; saves the prompt to `out`"
+    from coop_fast.cli import paper_epochs
+    import sys
+    from fastprogress.fastprogress import IN_NOTEBOOK
+    t0 = time.perf_counter()
+    for k, v in dict(shots=shots, epochs=epochs, n_ctx=n_ctx, log_every=log_every, threads=threads).items():
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1): raise ValueError(f"{k} must be a positive integer, got {v!r}.")
+    if task not in tasks: raise ValueError(f"Unknown task {task!r}; tasks are: {', '.join(tasks)}.")
+    if shift is None: shift = next((s for s in shifts.get(task, ()) if s.endswith('-noisy')), None)
+    if shift and shift not in tasks: raise ValueError(f"Unknown shifted task {shift!r}; tasks are: {', '.join(tasks)}.")
+    if shift and tasks[shift].classnames != tasks[task].classnames:
+        raise ValueError(f"{shift!r} has other classes than {task!r}: a domain shift keeps the classes.")
+    epochs = paper_epochs(shots) if epochs is None else epochs
+    out = Path(out if out is not None else Path('coop-demo')/f'{task}.safetensors')
+    data = Path(data) if data is not None else cache_dir()/'tasks'
+    if bars is None: bars = IN_NOTEBOOK or sys.stdout.isatty()
+    old_threads = torch.get_num_threads()
+    if threads: torch.set_num_threads(threads)
+    try: return _demo(task, shift, shots, epochs, n_ctx, seed, out, data, log_every, bars, t0)
+    finally: torch.set_num_threads(old_threads)
+
+def _demo(task, shift, shots, epochs, n_ctx, seed, out, data, log_every, bars, t0):
+    from fastai.torch_core import default_device, set_seed
+    from coop_fast.data import fewshot_dls, eval_dl
+    from coop_fast.learner import coop_learner
+    from coop_fast.baselines import zeroshot_learner
+    from coop_fast.export import predict
+    t = tasks[task]
+    print("coop_fast demo: learning a prompt for CLIP with CoOp (Zhou et al. 2022), offline\n")
+    clip = load_clip('coop-tiny', device=default_device())
+    print(f"CLIP: coop-tiny, the small CLIP that ships with coop_fast ({sum(p.numel() for p in clip.parameters())/1e6:.1f}M parameters, "
+          f"{clip_pre(clip).size}x{clip_pre(clip).size} images), on {next(clip.parameters()).device}")
+    src = make_task(task, data)
+    if shift: make_task(shift, data)
+    print(f"Task: {task} - {t.about}; {len(t.classnames)} classes\n  images in {src}")
+    dls = fewshot_dls(src, clip, shots=shots, seed=seed, num_workers=0)
+    f = dls.fewshot
+    print(f"Few-shot split (seed {seed}): {shots} images per class -> {f['n_train']} training, {f['n_valid']} validation, "
+          f"{f['n_test']} test images\n")
+    zs = zeroshot_learner(dls, clip_model=clip, templates=t.prompt)
+    with zs.no_bar(): acc0 = zs.validate(dl=dls.test)[1] * 100
+    print(f"Zero-shot with the hand-crafted prompt {t.prompt!r}: {acc0:.1f}% test accuracy\n")
+    print(f"Training CoOp: {n_ctx} context vectors, class name at the end, {epochs} epochs of SGD (lr 0.002, cosine schedule)")
+    set_seed(seed)  # python, numpy and torch: the context's initialisation and the batch order
+    learn = coop_learner(dls, clip_model=clip, n_ctx=n_ctx, feature_cache=0)
+    with nullcontext() if bars else learn.no_bar(): learn.fit_coop(epochs, cbs=_log_every(log_every, epochs))
+    with learn.no_bar(): acc1 = learn.validate(dl=dls.test)[1] * 100
+    print(f"\nCoOp after training: {acc1:.1f}% test accuracy ({acc1 - acc0:+.1f} points over the hand-crafted prompt)")
+    path = learn.save_prompt(out.absolute(), summary=dict(task=task, test_accuracy=acc1 / 100))
+    res = dict(task=task, zeroshot=acc0, coop=acc1, prompt=path)
+    if shift:
+        sdl = eval_dl(data/shift/'test', clip, vocab=dls.vocab, num_workers=0)
+        with zs.no_bar(): s0 = zs.validate(dl=sdl)[1] * 100
+        p = predict(path, data/shift/'test')  # the saved prompt, loaded again
+        s1 = float((p.label == p.file.map(lambda f: Path(f).parent.name)).mean() * 100)
+        print(f"Domain shift to {shift} ({tasks[shift].about}): hand-crafted prompt {s0:.1f}%, learned prompt {s1:.1f}% "
+              f"({s1 - s0:+.1f} points)")
+        res.update(shift=shift, shift_zeroshot=s0, shift_coop=s1)
+    print(f"\nSaved the learned prompt ({path.stat().st_size / 1024:.0f} kB) to {path}\n"
+          f"  use it: coop-fast predict {path} IMAGE...  or, in Python: coop_fast.export.predict('{path}', image)")
+    res['seconds'] = time.perf_counter() - t0
+    print(f"Done in {res['seconds']:.0f} s.")
+    return res

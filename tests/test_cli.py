@@ -157,7 +157,29 @@ def test_demo_dispatch(monkeypatch):
         assert code == 1 and 'needs coop_fast.zoo' in err
     zoo = types.ModuleType('coop_fast.zoo')
     zoo.__spec__ = importlib.machinery.ModuleSpec('coop_fast.zoo', None)
-    zoo.demo = lambda: print('demo ran') or 0
+    zoo.demo = lambda *a, **kw: print('demo ran', a, sorted(kw.items()))
     monkeypatch.setitem(sys.modules, 'coop_fast.zoo', zoo)
     monkeypatch.setattr(coop_fast, 'zoo', zoo, raising=False)
-    assert run('demo')[:2] == (0, 'demo ran\n')
+    assert run('demo')[:2] == (0, "demo ran ('digits',) [('epochs', None), ('out', None), ('seed', 1), ('shots', 16)]\n")
+    assert run('demo', '--task', 'typed', '--epochs', 3)[1].startswith("demo ran ('typed',) [('epochs', 3)")
+    code, _, err = run('demo', '--epochs', 0)
+    assert code == 2 and '--epochs must be a positive integer, got 0' in err
+
+@pytest.mark.skipif(importlib.util.find_spec('coop_fast.zoo') is None, reason="coop_fast.zoo is not there yet")
+def test_demo(tmp_path):
+    "The real demo, shortened to a few epochs, as `make demo` runs it: offline, task images in the cache, a loadable prompt"
+    out = tmp_path/'demo/digits.safetensors'
+    r = subprocess.run([sys.executable, '-m', 'coop_fast.cli', 'demo', '--epochs', '8', '--out', str(out)], capture_output=True,
+                       text=True, env={**ENV, 'XDG_CACHE_HOME': str(tmp_path/'cache')}, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for s in ("Zero-shot with the hand-crafted prompt 'a photo of the number {}.'", 'CoOp after training:',
+              'Domain shift to digits-noisy', f'Saved the learned prompt', str(out)):
+        assert s in r.stdout, (s, r.stdout)
+    assert (tmp_path/'cache/coop_fast/tasks/digits/test').is_dir() and 'Traceback' not in r.stderr
+    acc = lambda what: float(r.stdout.split(what)[1].split('%')[0].split()[-1])
+    zs, coop = acc("'a photo of the number {}.':"), acc('CoOp after training:')
+    assert 20 < zs < 70 and coop > zs, r.stdout  # learned in 8 epochs
+    ctx, info = read_prompt(out)
+    assert ctx.shape == (16, 64) and info['arch'] == 'coop-tiny' and info['summary']['task'] == 'digits'
+    code, _, err = run('demo', '--task', 'cifar')
+    assert code == 2 and "Unknown task 'cifar'" in err
