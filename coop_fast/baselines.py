@@ -13,15 +13,17 @@ from sklearn.exceptions import ConvergenceWarning
 from fastcore.basics import store_attr
 from fastcore.foundation import L
 from fastcore.meta import delegates
+from functools import partial
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
-from .prompt import CoOpModel, _check_names, _clean
-from .learner import _prepare, _mixed, _has_norm, DeviceMixedPrecision, NormCheck, image_features
+from .prompt import CoOpModel, PromptModel, FrozenCLIP, check_names, cosine_logits
+from .learner import clip_learner, prepare_clip, has_norm, image_features
+from .methods import Method, register_method
 
 # %% auto #0
 __all__ = ['dataset_templates', 'imagenet_templates', 'imagenet_templates_select', 'get_templates', 'ensemble_templates',
-           'FrozenCLIP', 'zeroshot_features', 'ZeroShotModel', 'zeroshot_learner', 'LinearProbe', 'linear_probe']
+           'text_tokenizer', 'zeroshot_features', 'ZeroShotModel', 'zeroshot_learner', 'LinearProbe', 'linear_probe']
 
 # %% ../nbs/05_baselines.ipynb #66f9ae4f
 dataset_templates = {
@@ -65,23 +67,9 @@ def ensemble_templates(dataset:str|None=None) -> list:
     if dataset is not None and _key(dataset) != 'imagenet': ts += get_templates(dataset)
     return ts
 
-# %% ../nbs/05_baselines.ipynb #d53ac12a
-class FrozenCLIP(nn.Module):
-    "A frozen CLIP `clip_model` that stays in eval mode and encodes images as `CoOpModel` does"
-    def __init__(self, clip_model):
-        super().__init__()
-        self.clip = clip_model.eval().requires_grad_(False)
-
-    def train(self, mode:bool=True):
-        "The CLIP model always stays in eval mode"
-        super().train(mode)
-        self.clip.eval()
-        return self
-
-    encode_image = CoOpModel.encode_image
-
 # %% ../nbs/05_baselines.ipynb #03ab1dd0
-def _tokenizer(clip):
+def text_tokenizer(clip):
+    "The tokenizer of `clip`'s architecture (CLIP's BPE tokenizer when it is not known)"
     arch = getattr(clip, 'clip_id', {}).get('arch')
     return open_clip.get_tokenizer(arch) if arch else open_clip.tokenize
 
@@ -92,15 +80,15 @@ def zeroshot_features(clip, # open_clip CLIP model
                       bs:int=1000, # Prompts encoded at once
                      ):
     "Normalised text features `(n_cls, dim)` of `classnames` in `templates`, averaged over the templates"
-    names, templates = _check_names(classnames), get_templates(templates)
-    tok, dev = _tokenizer(clip), next(clip.parameters()).device
+    names, templates = check_names(classnames), get_templates(templates)
+    tok, dev = text_tokenizer(clip), next(clip.parameters()).device
     texts = [t.format(n) for t in templates for n in names]
     f = torch.cat([clip.encode_text(tok(texts[i:i + bs]).to(dev)).float() for i in range(0, len(texts), bs)])
     f = F.normalize(f, dim=-1).view(len(templates), len(names), -1).mean(0)
     return F.normalize(f, dim=-1)
 
 # %% ../nbs/05_baselines.ipynb #89b9b97f
-class ZeroShotModel(FrozenCLIP):
+class ZeroShotModel(PromptModel):
     "CLIP zero-shot classifier of `classnames` with hand-crafted `templates` (several: prompt ensembling)"
     def __init__(self, clip_model, # open_clip CLIP model, e.g. from `load_clip`
                  classnames:list, # Class names; '_' becomes a space
@@ -116,39 +104,32 @@ class ZeroShotModel(FrozenCLIP):
         self.register_buffer('_text', f, persistent=False)
         self.classnames = list(classnames)
 
-    @property
-    def n_cls(self): return len(self.classnames)
+    def config(self): return dict(templates=self.templates)
     def text_features(self): return self._text
 
-    forward = CoOpModel.forward
+    def forward(self, x):
+        "Logits `(batch, n_cls)` for images `x`, or for image features `x` of shape `(batch, embed_dim)`"
+        return cosine_logits(self.clip, x if x.dim() == 2 else self.encode_image(x), self._text)
 
 # %% ../nbs/05_baselines.ipynb #6d6e5d4f
 def _nothing_to_train(model):
     raise ValueError("A zero-shot learner has nothing to train; use `coop_learner` to learn a prompt.")
 
-@delegates(Learner.__init__, but=['splitter'])
+@delegates(clip_learner, but=['make_model', 'method', 'splitter'])
 def zeroshot_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
                      arch='ViT-B-16', # CLIP architecture name, or an open_clip model already loaded
                      pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
                      templates='a photo of a {}.', # Template(s): a template, a list, a dataset name, 'imagenet80' or 'imagenet7'
-                     classnames:list|None=None, # Names for the prompts, in `dls.vocab` order; default `dls.vocab`
-                     clip_model=None, # An open_clip model already loaded (instead of `arch`)
-                     precision:str='fp32', # 'fp32', autocast 'fp16'/'bf16', or half weights 'pure_fp16'/'pure_bf16'
-                     normalize:bool=True, # Add the CLIP's normalisation to the batch transforms when they have none
-                     loss_func=None, # Loss; default `CrossEntropyLossFlat()`
-                     metrics=accuracy, # Metrics
-                     cbs=None, # Extra callbacks
                      **kwargs):
     "A `Learner` whose model is CLIP's zero-shot classifier of the classes of `dls` with hand-crafted `templates`"
-    clip, names = _prepare(dls, arch, pretrained, clip_model, precision, classnames, normalize)
-    model = ZeroShotModel(clip, names, templates)
-    cbs = L(cbs) + NormCheck()
-    if precision in _mixed: cbs.append(DeviceMixedPrecision(_mixed[precision]))
-    learn = Learner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), metrics=metrics, splitter=_nothing_to_train, cbs=cbs, **kwargs)
-    clip_id = getattr(clip, 'clip_id', {})
-    learn.arch, learn.pretrained = clip_id.get('arch', type(clip).__name__), clip_id.get('pretrained')
-    learn.templates = model.templates
+    learn = clip_learner(dls, partial(ZeroShotModel, templates=templates), arch, pretrained, method='zeroshot',
+                         splitter=_nothing_to_train, **kwargs)
+    learn.templates = learn.model.templates
     return learn
+
+register_method(Method('zeroshot', 'Zero-shot CLIP', ZeroShotModel, zeroshot_learner, kind='none', fit=None,
+                       hparams=dict(templates='a photo of a {}.'), label=lambda c: 'Zero-shot CLIP',
+                       paper='Radford et al., Learning Transferable Visual Models From Natural Language Supervision, ICML 2021'))
 
 # %% ../nbs/05_baselines.ipynb #1f9767e0
 def _search_C(score, grid=(1e6, 1e4, 1e2, 1., 1e-2, 1e-4, 1e-6), n_steps=8):
@@ -174,7 +155,7 @@ class LinearProbe:
 
     def features(self, dl, eval_tfms=False):
         "Image features and labels of `dl` as numpy arrays"
-        if getattr(self, 'norm', None) and _has_norm(dl) is False:
+        if getattr(self, 'norm', None) and has_norm(dl) is False:
             warnings.warn("This DataLoader does not normalise its images, but the training DataLoader did: make test DataLoaders "
                           "after `linear_probe` added the CLIP's `Normalize` to the DataLoaders.")
         f, y = image_features(self.model, dl, eval_tfms=eval_tfms, progress=False)
@@ -189,7 +170,7 @@ class LinearProbe:
             valid_dl=None, # Few-shot validation images, to search `C`
            ):
         "Fit the probe on `train_dl`, searching `C` on `valid_dl` when `C` is None"
-        self.norm = _has_norm(train_dl)
+        self.norm = has_norm(train_dl)
         x, y = self.features(train_dl, eval_tfms=True)
         C = self.C
         if C is None:
@@ -242,5 +223,5 @@ def linear_probe(dls, # DataLoaders: few-shot training and validation images
                  **kwargs, # Passed to `LinearProbe`
                 ) -> LinearProbe:
     "A `LinearProbe` on CLIP `arch`, fitted on `dls.train` with `C` searched on `dls.valid`"
-    clip, _ = _prepare(dls, arch, pretrained, clip_model, 'fp32', None, normalize)
+    clip, _ = prepare_clip(dls, arch, pretrained, clip_model, 'fp32', None, normalize)
     return LinearProbe(clip, C=C, **kwargs).fit(dls.train, dls.valid if len(dls.loaders) > 1 else None)

@@ -14,22 +14,22 @@ from fastai.callback.core import Callback, CancelEpochException
 from fastai.callback.schedule import LRFinder
 from safetensors.torch import load as _st_load
 import coop_fast
-from .export import _atomic_save, _coop, _jsonable
+from .base import jsonable, safetensors_header, unwrap, check_int, check_num
+from .export import save_tensors
 from .learner import FeatureCache
 
 # %% auto #0
-__all__ = ['ckpt_format', 'ckpt_version', 'rng_state', 'set_rng_state', 'read_checkpoint', 'CoOpCheckpoint']
+__all__ = ['ckpt_format', 'ckpt_version', 'rng_state', 'set_rng_state', 'read_checkpoint', 'PromptCheckpoint']
 
 # %% ../nbs/09a_checkpoint.ipynb #8324fa1b
 ckpt_format = 'coop_fast.checkpoint'  # safetensors metadata 'format' of a checkpoint
-ckpt_version = 1
+ckpt_version = 2  # version 2: every trainable tensor of the model, as 'param.<name>'
 
 def _tuple(o): return tuple(_tuple(x) for x in o) if isinstance(o, list) else o
 
 def _plain(o, key):
     "`o` as plain JSON values, or an error naming the entry `key` a checkpoint cannot store"
-    try: return _jsonable(o, key)
-    except TypeError as e: raise TypeError(str(e).replace('a prompt file', 'a checkpoint')) from None
+    return jsonable(o, key, 'a checkpoint')
 
 def rng_state(dls=None) -> tuple[dict, dict]:
     "Tensors and JSON values of every random number generator a training epoch of `dls` draws from"
@@ -111,20 +111,16 @@ def _set_cache_state(learn, t):
 # %% ../nbs/09a_checkpoint.ipynb #8b5c1a61
 def _bad(path, why): return ValueError(f"{path} is not a usable coop_fast checkpoint: {why}")
 
-def read_checkpoint(fname, # Checkpoint file written by `CoOpCheckpoint`
+def read_checkpoint(fname, # Checkpoint file written by `PromptCheckpoint`
                    ) -> tuple[dict, dict]:
     "Tensors and metadata of checkpoint `fname`, checked; never unpickles anything"
     path = Path(fname)
     if not path.exists(): raise FileNotFoundError(f"No checkpoint {path}.")
     if path.is_dir(): raise ValueError(f"{path} is a folder, not a checkpoint file.")
-    data = path.read_bytes()
-    n = int.from_bytes(data[:8], 'little') if len(data) >= 8 else -1
-    if n < 2 or n > len(data) - 8 or data[8:9] != b'{':  # not a safetensors header: say what it is
-        if data[:4] == b'PK\x03\x04' or data[:1] == b'\x80':
-            raise _bad(path, "it is a pickle or a torch.save archive; coop_fast never unpickles files (unpickling can run code).")
-        raise _bad(path, "it is not a safetensors file (empty, truncated, or another format).")
-    try: meta = json.loads(data[8:8 + n]).get('__metadata__') or {}
-    except (ValueError, AttributeError): raise _bad(path, "its header is not a safetensors JSON header.") from None
+    with open(path, 'rb') as f:
+        meta = safetensors_header(f, path.stat().st_size, lambda why: _bad(path, why)).get('__metadata__') or {}
+        f.seek(0)
+        data = f.read()
     if meta.get('format') != ckpt_format:
         what = 'a prompt file (the result of training, not a checkpoint)' if meta.get('format') == 'coop_fast.prompt' else 'another kind of safetensors file'
         raise _bad(path, f"it is {what}.")
@@ -135,7 +131,9 @@ def read_checkpoint(fname, # Checkpoint file written by `CoOpCheckpoint`
                          f"this coop_fast ({coop_fast.__version__}) reads version {ckpt_version}.")
     try: tensors = _st_load(data)
     except Exception as e: raise _bad(path, f"it is truncated or corrupt ({e}).") from None
-    if 'ctx' not in tensors or not torch.isfinite(tensors['ctx']).all(): raise _bad(path, "its context is missing or not finite.")
+    params = {k: v for k, v in tensors.items() if k.startswith('param.')}
+    if not params or not all(torch.isfinite(v).all() for v in params.values()):
+        raise _bad(path, "its trained tensors are missing or not finite.")
     return tensors, info
 
 # %% ../nbs/09a_checkpoint.ipynb #f38142bd
@@ -143,7 +141,7 @@ def _diff(saved:dict, now:dict) -> list:
     return [f"{k}: checkpoint {saved.get(k, '(unset)')!r}, now {now.get(k, '(unset)')!r}"
             for k in sorted(set(saved) | set(now), key=str) if saved.get(k) != now.get(k)]
 
-class CoOpCheckpoint(Callback):
+class PromptCheckpoint(Callback):
     "Write the training state of a CoOp run to `fname` after each epoch; with `resume`, continue the run saved there"
     order, run_valid = 65, True  # after the `Recorder` and `ProgressCallback`; after_epoch runs after validation
     def __init__(self, fname, # Checkpoint file (safetensors)
@@ -165,18 +163,21 @@ class CoOpCheckpoint(Callback):
         return self.info['epoch'] if self.info else 0
 
     def check(self, learn:Learner):
-        "Raise an error if the checkpoint's context does not fit the model of `learn`"
-        m, t, i = _coop(learn.model), self.tensors, self.info
-        if tuple(t['ctx'].shape) != tuple(m.prompt_learner.ctx.shape) or i['classnames'] != list(m.classnames):
-            raise ValueError(f"Checkpoint {self.fname} holds a context of shape {tuple(t['ctx'].shape)} for classes "
-                             f"{i['classnames'][:5]}...; this learner's is {tuple(m.prompt_learner.ctx.shape)} for {list(m.classnames)[:5]}...")
+        "Raise an error if the checkpoint's trained tensors do not fit the model of `learn`"
+        m, t, i = unwrap(learn.model), self.tensors, self.info
+        have = {n: tuple(p.shape) for n, p in m.trainable().items()}
+        saved = {k[len('param.'):]: tuple(v.shape) for k, v in t.items() if k.startswith('param.')}
+        if saved != have or i['classnames'] != list(m.classnames):
+            raise ValueError(f"Checkpoint {self.fname} holds tensors {saved} for classes {i['classnames'][:5]}...; this "
+                             f"learner's model trains {have} for {list(m.classnames)[:5]}...")
 
     def restore(self, learn:Learner):
-        "Copy the checkpoint's context, optimizer state, feature cache and summary into `learn`"
+        "Copy the checkpoint's trained tensors, optimizer state, feature cache and summary into `learn`"
         self.check(learn)
-        m, t, i = _coop(learn.model), self.tensors, self.info
-        pl = m.prompt_learner
-        with torch.no_grad(): pl.ctx.copy_(t['ctx'])
+        m, t, i = unwrap(learn.model), self.tensors, self.info
+        with torch.no_grad():
+            for n, p in m.trainable().items(): p.copy_(t[f'param.{n}'])
+        if hasattr(m, '_cache'): m._cache = None
         if getattr(learn, 'opt', None) is not None and i.get('opt'): _set_opt_state(learn.opt, t, i['opt'])
         _set_cache_state(learn, t)
         if getattr(learn, 'scaler', None) is not None and i.get('scaler'): learn.scaler.load_state_dict(i['scaler'])
@@ -221,9 +222,9 @@ class CoOpCheckpoint(Callback):
 
     def save(self):
         "Write the state of the learner after epoch `self.epoch` to `self.fname`"
-        m = _coop(self.model)
-        ctx = m.prompt_learner.ctx.detach()
-        if not torch.isfinite(ctx).all(): return  # never checkpoint a diverged context
+        m = unwrap(self.model)
+        params = {f'param.{n}': p.detach() for n, p in m.trainable().items()}
+        if not all(torch.isfinite(p).all() for p in params.values()): return  # never checkpoint a diverged prompt
         t_rng, j_rng = rng_state(self.dls)
         t_opt, j_opt = _opt_state(self.opt)
         self.rows.append(list(self.recorder.log))
@@ -233,33 +234,26 @@ class CoOpCheckpoint(Callback):
                     iterations=self.base_iters + self.iters, classnames=list(m.classnames), config=self.config,
                     rng=j_rng, opt=j_opt, recorder=j_rec,
                     scaler=_plain(scaler.state_dict(), 'scaler') if scaler is not None and scaler.is_enabled() else None)
-        tensors = {'ctx': ctx, **t_rng, **t_opt, **t_rec, **_cache_state(self.learn)}
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        self.fname.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_save(self.fname, tensors, {'format': ckpt_format, 'coop_fast': json.dumps(info, allow_nan=False)})
+        tensors = {**params, **t_rng, **t_opt, **t_rec, **_cache_state(self.learn)}
+        save_tensors(self.fname, tensors, {'format': ckpt_format, 'coop_fast': json.dumps(info, allow_nan=False)})
 
 # %% ../nbs/09a_checkpoint.ipynb #ef17ba07
-def _check_fit(n_epoch, lr):
-    if not isinstance(n_epoch, int) or isinstance(n_epoch, bool) or n_epoch < 1:
-        raise ValueError(f"The number of epochs must be a positive integer, got {n_epoch!r}.")
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"The learning rate must be a positive finite number, got {lr!r}.")
-
 @patch
-def fit_coop_resumable(self:Learner, n_epoch:int, # Number of epochs
-                       fname='checkpoint.safetensors', # Checkpoint file, relative to `learn.path` (or absolute)
-                       resume:bool=False, # Continue from `fname` when it exists
-                       config:dict|None=None, # Settings of the run (data, seed, ...), stored and compared when resuming
-                       cbs=None, # Extra callbacks for this fit
-                       verbose:bool=False, # Say on stderr from which epoch the run resumes
-                       **kwargs, # Passed to `fit_coop`: `lr`, `warmup_lr`, `warmup_epochs`, `mom`, `wd`
-                      ) -> Learner:
-    "`learn.fit_coop(n_epoch, **kwargs)`, checkpointing to `fname` after every epoch; `resume` continues the run saved there"
-    _check_fit(n_epoch, kwargs.get('lr', 2e-3))
-    if 'start_epoch' in kwargs: raise TypeError("fit_coop_resumable finds the start epoch in the checkpoint; do not pass start_epoch.")
-    cb = CoOpCheckpoint(Path(self.path)/fname, resume, config={**(config or {}), 'n_epoch': n_epoch, **kwargs})
+def fit_resumable(self:Learner, n_epoch:int, # Number of epochs
+                  fname='checkpoint.safetensors', # Checkpoint file, relative to `learn.path` (or absolute)
+                  resume:bool=False, # Continue from `fname` when it exists
+                  config:dict|None=None, # Settings of the run (data, seed, ...), stored and compared when resuming
+                  cbs=None, # Extra callbacks for this fit
+                  verbose:bool=False, # Say on stderr from which epoch the run resumes
+                  fit:str='fit_coop', # The `Learner` method that trains: the method's recipe (`Method.fit`)
+                  **kwargs, # Passed to `fit`, e.g. `fit_coop`'s `lr`, `warmup_lr`, `warmup_epochs`, `mom`, `wd`
+                 ) -> Learner:
+    "`getattr(learn, fit)(n_epoch, **kwargs)`, checkpointing to `fname` after every epoch; `resume` continues the run saved there"
+    check_int(n_epoch, 'The number of epochs'); check_num(kwargs.get('lr', 2e-3), 'The learning rate')
+    if 'start_epoch' in kwargs: raise TypeError("fit_resumable finds the start epoch in the checkpoint; do not pass start_epoch.")
+    cb = PromptCheckpoint(Path(self.path)/fname, resume, config={**(config or {}), 'n_epoch': n_epoch, **kwargs})
     if cb.start: cb.check(self)
     if verbose and cb.start: print(f"Resuming from {cb.fname} after epoch {cb.start} of {n_epoch}.", file=sys.stderr)
     if cb.start >= n_epoch: cb.restore(self)
-    else: self.fit_coop(n_epoch, cbs=L(cbs) + cb, **kwargs)
+    else: getattr(self, fit)(n_epoch, cbs=L(cbs) + cb, **kwargs)
     return self

@@ -13,9 +13,9 @@ import coop_fast
 
 # %% auto #0
 __all__ = ['commands', 'user_errors', 'positions', 'subsamples', 'result_kind', 'mixed', 'pure', 'command', 'overview', 'main',
-           'parse_classnames', 'resolve_pretrained', 'write_atomic', 'write_text', 'save_fig', 'method_name',
-           'paper_epochs', 'cli_train', 'cli_eval', 'cli_predict', 'read_results', 'aggregate', 'markdown_table',
-           'cli_results', 'cli_demo']
+           'parse_classnames', 'resolve_pretrained', 'write_atomic', 'write_text', 'save_fig', 'parse_hp',
+           'method_kwargs', 'cli_train', 'cli_eval', 'cli_predict', 'read_results', 'aggregate', 'markdown_table',
+           'cli_results', 'cli_methods', 'cli_demo']
 
 # %% ../nbs/09_cli.ipynb #1b080971
 commands = {}  # subcommand name -> its `call_parse` function
@@ -179,17 +179,10 @@ def save_fig(fig, path) -> Path:
 # %% ../nbs/09_cli.ipynb #7d5f45db
 result_kind = 'coop_fast.result'  # 'kind' of a result record
 
-def method_name(n_ctx:int, csc:bool=False, class_token_position:str='end', ctx_init:str|None=None) -> str:
-    "The paper's name of a CoOp variant, e.g. 'CoOp (M=16, end)' or 'CoOp (M=16, mid, CSC)'"
-    parts = [f'M={n_ctx}', {'middle': 'mid'}.get(class_token_position, class_token_position)]
-    if csc: parts.append('CSC')
-    if ctx_init: parts.append(f'init "{ctx_init}"')
-    return f"CoOp ({', '.join(parts)})"
-
 def _scores(model, dl, precision='fp32'):
     "Class probabilities and targets of `model` on the labelled batches of `dl`"
     import torch
-    dev = model.prompt_learner.ctx.device
+    dev = next(model.clip.parameters()).device
     dt = {'fp16': torch.float16, 'amp': torch.float16, 'bf16': torch.bfloat16, 'amp_bf16': torch.bfloat16}.get(precision)
     ps, ts = [], []
     with torch.no_grad(), (torch.autocast(dev.type, dtype=dt) if dt else nullcontext()):
@@ -227,13 +220,39 @@ def _load(prompt, names=None, device=None, precision='fp32'):
 mixed = ('fp16', 'amp', 'bf16', 'amp_bf16')
 pure = ('pure_fp16', 'pure_bf16')
 
-def paper_epochs(shots:int, # Training images per class
-                 dataset:str|None=None, # Benchmark dataset trained on, if any
-                ) -> int:
-    "The paper's number of epochs for `shots` images per class (50 at every count on ImageNet)"
-    if dataset == 'ImageNet': return 50
-    return 50 if shots <= 1 else 100 if shots <= 4 else 200
+def _hp_value(k, v, default):
+    "Hyper-parameter `k`'s value `v` (a string) as the type of its `default`"
+    if isinstance(default, bool):
+        if v.lower() in ('true', '1', 'yes'): return True
+        if v.lower() in ('false', '0', 'no'): return False
+        raise ValueError(f"--hp {k} must be true or false, got {v!r}.")
+    for t in ((int,) if isinstance(default, int) else (float,) if isinstance(default, float) else (int, float) if default is None else ()):
+        try: return t(v)
+        except ValueError:
+            if default is not None: raise ValueError(f"--hp {k} must be a number, got {v!r}.") from None
+    return None if v.lower() == 'none' and default is None else v
 
+def parse_hp(hp:str|None, # 'name=value,name=value'
+             m, # The `Method` whose hyper-parameters they are
+            ) -> dict:
+    "The method's own hyper-parameters given on the command line as `--hp 'lam=8,T=1'`, typed as their defaults"
+    if not hp: return {}
+    res = {}
+    for part in hp.split(','):
+        k, eq, v = part.partition('=')
+        k = k.strip()
+        if not eq or not k: raise ValueError(f"--hp takes name=value pairs separated by commas, got {part!r}.")
+        if k not in m.hparams:
+            raise ValueError(f"{m.title} has no hyper-parameter {k!r}; it has {', '.join(m.hparams) or 'none'}.")
+        res[k] = _hp_value(k, v.strip(), m.hparams[k])
+    return res
+
+def method_kwargs(m, hp:str|None=None, **given) -> dict:
+    "Keyword arguments of `m.learner`: the options given (None: the method's default) and `--hp`"
+    kw = {k: v for k, v in given.items() if v is not None and v is not False}
+    if bad := [k for k in kw if k not in m.hparams]:
+        raise ValueError(f"--{bad[0]} is not an option of {m.title} (--method {m.name}); its options: {', '.join(m.hparams) or 'none'}.")
+    return {**kw, **parse_hp(hp, m)}
 def _out_file(out) -> Path:
     out = Path(out).expanduser()
     if out.is_dir(): raise IsADirectoryError(f"--out {out} is a folder; give a file name such as {out/'prompt.safetensors'}.")
@@ -255,17 +274,19 @@ def _train_dls(kind, src, root, clip, shots, seed, bs, test_pct, subsample, work
 def cli_train(source:str, # Image folder (a sub-folder of images per class, or train/ [val/] test/ folders of them), or a dataset name with --root
               root:str=None, # Data root of the benchmark datasets; SOURCE is then a dataset name, e.g. OxfordPets
               out:str='prompt.safetensors', # Prompt file to write; the results go to OUT with .json, the checkpoint with .ckpt.safetensors
+              method:str='coop', # Method (coop-fast methods lists them): coop, cocoop, kgcoop, ...
               shots:int=16, # Training images per class
-              seed:int=1, # Seed of the few-shot sample, the context's initialisation and the training
+              seed:int=1, # Seed of the few-shot sample, the prompt's initialisation and the training
               arch:str='ViT-B-16', # CLIP architecture: an open_clip or OpenAI name (ViT-B-16, ViT-B/16, RN50, ...)
               pretrained:str='auto', # CLIP weights: a tag, a weights file, auto (the architecture's default, else openai) or random
-              n_ctx:int=16, # Number of context vectors
+              n_ctx:int=None, # Number of context vectors; default the method's (CoOp: 16)
               ctx_init:str=None, # Initialise the context from these words, e.g. 'a photo of a' (their count replaces n_ctx)
-              csc:bool=False, # Class-specific context: one set of vectors per class
-              class_token_position:str='end', # Where the class name goes: end, middle or front
-              epochs:int=None, # Training epochs; default the paper's: 50 at 1 shot, 100 at 2-4 shots, 200 at 8 or more (ImageNet: 50)
-              lr:float=2e-3, # Learning rate, after a warm-up epoch at 1e-5, annealed by a cosine
-              bs:int=32, # Batch size
+              csc:bool=False, # Class-specific context: one set of vectors per class (CoOp)
+              class_token_position:str=None, # Where the class name goes: end, middle or front (CoOp; default end)
+              hp:str=None, # The method's own hyper-parameters, e.g. 'lam=8' (coop-fast methods lists them)
+              epochs:int=None, # Training epochs; default the method's paper's (CoOp: 50 at 1 shot, 100 at 2-4, 200 at 8+; ImageNet 50)
+              lr:float=None, # Learning rate; default the method's paper's (CoOp: 0.002, after a warm-up epoch at 1e-5, cosine)
+              bs:int=None, # Batch size; default the method's paper's (CoOp: 32)
               precision:str='fp32', # fp32; autocast fp16 or bf16; half-precision weights pure_fp16 or pure_bf16
               feature_cache:int=None, # Cache the frozen image features: N augmented views per image (0: the plain view); default off
               subsample:str='all', # Classes of a benchmark dataset: all, base (first half) or new (second half)
@@ -274,28 +295,32 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
               device:str=None, # Device: cpu, cuda, cuda:1, ...; default the GPU if there is one
               resume:bool=False, # Continue the interrupted run whose checkpoint is next to OUT
               plot:bool=False, # Save PNGs next to OUT: training curves, confusion matrix, per-class accuracy
-              method:str=None, # Method name in the results; default the paper's, e.g. 'CoOp (M=16, end)'
+              label:str=None, # Name of the run in the results; default the variant's, e.g. 'CoOp (M=16, end)'
               json:bool=False, # Print the result record as JSON (and no progress bars)
               quiet:bool=False, # No progress bars or table of epochs
              ) -> dict:
     "Learn a prompt from a few labelled images per class; save it and report its test accuracy"
     for k, v in dict(shots=shots, n_ctx=n_ctx, bs=bs, epochs=epochs).items(): _check_int(k, v)
     _check_int('seed', seed, lo=0); _check_int('feature_cache', feature_cache, lo=0); _check_int('workers', workers, lo=0)
-    _check_lr(lr); _check_pct(test_pct)
-    _check_choice('class_token_position', class_token_position, positions); _check_choice('subsample', subsample, subsamples)
+    if lr is not None: _check_lr(lr)
+    _check_pct(test_pct); _check_choice('subsample', subsample, subsamples)
+    if class_token_position is not None: _check_choice('class_token_position', class_token_position, positions)
     _check_choice('precision', precision, ('fp32',) + mixed + pure)
+    from coop_fast.methods import get_method  # imports PyTorch: after the checks that need none
+    m = get_method(method)
+    opts = method_kwargs(m, hp, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position)
     out, quiet = _out_file(out), quiet or json  # JSON on stdout: no bars or tables there
     ckpt, rec_file = out.with_suffix('.ckpt.safetensors'), out.with_suffix('.json')
     kind, src = _source(source, root)
-    epochs = epochs or paper_epochs(shots, src if kind == 'dataset' else None)
+    epochs = epochs or m.epochs(shots, src if kind == 'dataset' else None)
+    lr, bs = lr or m.lr, bs or m.bs
     t0 = time.time()
 
     from fastai.torch_core import set_seed
     from coop_fast.clip import load_clip
     from coop_fast.data import check_images
-    from coop_fast.learner import coop_learner
     from coop_fast.export import save_prompt
-    import coop_fast.checkpoint  # noqa: F401 (`Learner.fit_coop_resumable`)
+    import coop_fast.checkpoint  # noqa: F401 (`Learner.fit_resumable`)
     device, weights = _check_device(device), resolve_pretrained(arch, pretrained)
     set_seed(seed)
     clip = load_clip(arch, weights, device=device, precision=precision if precision in pure else 'fp32')
@@ -304,41 +329,40 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     if split == 'valid': warnings.warn("There is no test split (--test_pct 0 and no test/ folder): reporting the validation accuracy.")
     check_images(list(test_dl.items))
     set_seed(seed)
-    learn = coop_learner(dls, clip_model=clip, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position,
-                         precision='fp32' if precision in pure else precision, feature_cache=False if feature_cache is None else feature_cache,
-                         path=out.parent)
+    learn = m.learner(dls, clip_model=clip, precision='fp32' if precision in pure else precision,
+                      feature_cache=False if feature_cache is None else feature_cache, path=out.parent, **opts)
     learn.precision = precision
     dataset = src if kind == 'dataset' else src.name
     config = dict(data=str(src if kind == 'dataset' else src.resolve()), dataset=dataset, subsample=subsample, test_pct=test_pct,
-                  shots=shots, seed=seed, arch=arch, pretrained=weights, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position,
-                  bs=bs, precision=precision, feature_cache=feature_cache)
-    with (learn.no_bar() if quiet else nullcontext()), (learn.no_logging() if quiet else nullcontext()), warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='Training stopped at epoch')  # reported below, as the error
-        learn.fit_coop_resumable(epochs, ckpt.name, resume=resume, config=config, verbose=True, lr=lr)
+                  method=m.name, shots=shots, seed=seed, arch=arch, pretrained=weights, bs=bs, precision=precision,
+                  feature_cache=feature_cache, **opts)
+    if m.fit is not None:
+        with (learn.no_bar() if quiet else nullcontext()), (learn.no_logging() if quiet else nullcontext()), warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='Training stopped at epoch')  # reported below, as the error
+            learn.fit_resumable(epochs, ckpt.name, resume=resume, config=config, verbose=True, fit=m.fit, lr=lr)
     if stopped := learn.coop_summary.get('stopped'):
         raise ValueError(f"{stopped} No prompt file was written" + (f"; {out} is unchanged." if out.exists() else '.'))
     from coop_fast.interpret import plot_training, plot_confusion, plot_class_accuracy
-    if plot: save_fig(plot_training(learn), out.with_suffix('.training.png'))
+    if plot and m.fit is not None: save_fig(plot_training(learn), out.with_suffix('.training.png'))
     probs, targs = _scores(learn.model, test_dl, precision)
     names = list(learn.model.classnames)
     res, st = _stats(probs, targs, names)
-    pl = learn.model.prompt_learner
-    method = method or method_name(pl.n_ctx, csc, class_token_position, ctx_init)
+    cfg = learn.model.config()
+    label = label or m.describe(cfg)
     s = learn.coop_summary
-    summary = {**s, **dict(method=method, dataset=dataset, lr=lr, bs=bs, precision=precision, split=split,
+    summary = {**s, **dict(label=label, dataset=dataset, lr=lr, bs=bs, precision=precision, split=split,
                            test_accuracy=res['accuracy'], test_macro_f1=res['macro_f1'], n_test=res['n'])}
-    save_prompt(learn.model, out, summary)
-    rec = _record(command='train', method=method, dataset=dataset, subsample=subsample, shots=shots, seed=seed, arch=s.get('arch'),
-                  pretrained=weights, n_ctx=pl.n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position,
-                  epochs=epochs, lr=lr, bs=bs, precision=precision, feature_cache=feature_cache, split=split, **res,
-                  valid_accuracy=s.get('accuracy'), per_class=_per_class(st), prompt=str(out.resolve()),
-                  n_train=s.get('n_train'), seconds=round(time.time() - t0, 1))
+    save_prompt(learn.model, out, summary, m.name)
+    rec = _record(command='train', method=m.name, label=label, dataset=dataset, subsample=subsample, shots=shots, seed=seed,
+                  arch=s.get('arch'), pretrained=weights, **cfg, epochs=epochs if m.fit else 0, lr=lr, bs=bs, precision=precision,
+                  feature_cache=feature_cache, split=split, **res, valid_accuracy=s.get('accuracy'), per_class=_per_class(st),
+                  prompt=str(out.resolve()), n_train=s.get('n_train'), seconds=round(time.time() - t0, 1))
     write_text(rec_file, _dumps(rec, indent=1, allow_nan=False))
     if plot:
         save_fig(plot_confusion(probs, targs, names), out.with_suffix('.confusion.png'))
         save_fig(plot_class_accuracy(probs, targs, names), out.with_suffix('.class_accuracy.png'))
     if json: print(_dumps(rec, indent=1))
-    else: print(f"{method} on {dataset}, {shots} shot{'s' * (shots != 1)}, seed {seed}: {split} accuracy {_pct(res['accuracy'])}, macro-F1 "
+    else: print(f"{label} on {dataset}, {shots} shot{'s' * (shots != 1)}, seed {seed}: {split} accuracy {_pct(res['accuracy'])}, macro-F1 "
                 f"{res['macro_f1']:.3f} ({res['n']} images). Prompt: {out}")
     return rec
 
@@ -407,14 +431,14 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
     names = names or [str(v) for v in vocab]
     check_images([p for p, _ in items])
     model, info = _load(prompt, names, _check_device(device), precision)
-    dl = eval_dl(items, model, vocab=vocab, bs=bs, num_workers=workers, device=model.prompt_learner.ctx.device)
+    dl = eval_dl(items, model, vocab=vocab, bs=bs, num_workers=workers, device=next(model.clip.parameters()).device)
     probs, targs = _scores(model, dl, precision)
     res, st = _stats(probs, targs, names)
     s = info['summary']
-    method = s.get('method') or method_name(info['n_ctx'], info['csc'], info['class_token_position'], info['ctx_init'])
-    rec = _record(command='eval', method=method, dataset=dataset, subsample=subsample, trained_on=s.get('dataset'),
-                  shots=s.get('shots'), seed=s.get('seed'), arch=info['arch'], pretrained=info['pretrained'], n_ctx=info['n_ctx'],
-                  csc=info['csc'], class_token_position=info['class_token_position'], ctx_init=info['ctx_init'],
+    from coop_fast.methods import get_method
+    label = s.get('label') or get_method(info['method']).describe(info['config'])
+    rec = _record(command='eval', method=info['method'], label=label, dataset=dataset, subsample=subsample, trained_on=s.get('dataset'),
+                  shots=s.get('shots'), seed=s.get('seed'), arch=info['arch'], pretrained=info['pretrained'], **info['config'],
                   split=split, **res, per_class=_per_class(st), prompt=str(prompt.resolve()), classnames=names)
     if out is not None: write_text(out, _dumps(rec, indent=1, allow_nan=False))
     if plot:
@@ -424,7 +448,7 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
         save_fig(plot_class_accuracy(probs, targs, names), base.with_suffix('.class_accuracy.png'))
     if json: print(_dumps(rec, indent=1))
     else:
-        print(f"{prompt.name} ({method}) on {dataset}, {split} split, {res['n']} images: accuracy {_pct(res['accuracy'])}, "
+        print(f"{prompt.name} ({label}) on {dataset}, {split} split, {res['n']} images: accuracy {_pct(res['accuracy'])}, "
               f"macro-F1 {res['macro_f1']:.3f}\n")
         print(st.to_string(index=False, float_format=lambda x: f'{x:.3f}'))
     return rec
@@ -476,13 +500,13 @@ def read_results(paths:list, # Result JSON files, or folders of them (searched r
             if not isinstance(r, dict) or r.get('kind') != result_kind or not isinstance(r.get('accuracy'), (int, float)):
                 if not p.is_dir(): raise ValueError(f"{f} is not a coop_fast result record (written by coop-fast train or eval --out).")
                 skipped.append(f.name); continue
-            recs.append(r)
+            recs.append({'label': r.get('method'), **r})  # records of coop_fast 0.1 name the variant `method`
     if skipped: warnings.warn(f"Skipped {len(skipped)} JSON file(s) that are not coop_fast result records, e.g. {skipped[0]}.")
     if not recs: raise ValueError(f"No coop_fast result records in {', '.join(map(str, paths))}.")
     return recs
 
 def aggregate(recs:list, # Result records
-              by:list=('dataset', 'method', 'shots'), # Columns to group the runs by
+              by:list=('dataset', 'label', 'shots'), # Columns to group the runs by
               metrics:list=('accuracy', 'macro_f1'), # Columns to average
               ci95:bool=False, # 95% confidence interval (1.96 std / sqrt(runs)) instead of the standard deviation
              ):
@@ -512,7 +536,7 @@ def markdown_table(df, by:list, metrics:list, ci95:bool=False) -> str:
 
 @command
 def cli_results(paths:Param("Result JSON files written by coop-fast train or eval --out, or folders of them", nargs='+'),
-                by:str='dataset,method,shots', # Columns to group the runs by, comma-separated
+                by:str='dataset,label,shots', # Columns to group the runs by, comma-separated
                 ci95:bool=False, # Report the 95% confidence interval instead of the standard deviation
                 csv:str=None, # Also write the table to this CSV file
                 plot:str=None, # Also plot accuracy against shots (a line per method, a panel per dataset) to this PNG file
@@ -526,9 +550,22 @@ def cli_results(paths:Param("Result JSON files written by coop-fast train or eva
     if csv: write_atomic(csv, lambda t: table.to_csv(t, index=False))
     if plot:
         from coop_fast.interpret import plot_shots
-        save_fig(plot_shots(runs, y='accuracy', x='shots', hue='method', col='dataset'), plot)
+        save_fig(plot_shots(runs, y='accuracy', x='shots', hue='label', col='dataset'), plot)
     print(table.to_json(orient='records', indent=1) if json else markdown_table(table, by, metrics, ci95))
     return table
+
+# %% ../nbs/09_cli.ipynb #c3cb1937
+@command
+def cli_methods(json:bool=False, # Print JSON records instead of a table
+               ):
+    "List the methods coop-fast trains, with their recipes and hyper-parameters"
+    import pandas as pd
+    from coop_fast.methods import get_method, list_methods
+    rows = [dict(method=m.name, title=m.title, kind=m.kind, lr=m.lr, bs=m.bs,
+                 hp=', '.join(f'{k}={v}' for k, v in m.hparams.items())) for m in map(get_method, list_methods())]
+    df = pd.DataFrame(rows)
+    print(df.to_json(orient='records', indent=1) if json else df.to_string(index=False))
+    return df
 
 # %% ../nbs/09_cli.ipynb #f79f8809
 @command

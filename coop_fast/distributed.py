@@ -14,8 +14,9 @@ from fastai.torch_core import num_distrib
 try: import accelerate
 except ImportError as e: raise ImportError("coop_fast.distributed needs Hugging Face Accelerate: pip install accelerate") from e
 from fastai.distributed import DistributedDL, DistributedTrainer
-from .prompt import CoOpModel
-from .learner import FeatureCache, _unwrap
+from .base import unwrap
+from .prompt import PromptModel
+from .learner import FeatureCache
 
 # %% auto #0
 __all__ = ['ddp_order', 'setup_ddp', 'CoOpDDP', 'sweep_runs', 'sweep_script']
@@ -85,13 +86,13 @@ def _check_same(m):
 
 # %% ../nbs/10_distributed.ipynb #f3992570
 class CoOpDDP(Callback):
-    "DDP for a `CoOpModel`: synchronise the context only (frozen weights checked once, never broadcast), stop every process on a non-finite loss"
-    order = DistributedTrainer.order - 1  # before the model is wrapped, and before `CoOpCallback` looks at the loss
+    "DDP for a `PromptModel`: synchronise its trainable tensors only (frozen weights checked once, never broadcast), stop every process on a non-finite loss"
+    order = DistributedTrainer.order - 1  # before the model is wrapped, and before `PromptCallback` looks at the loss
     def before_fit(self):
         self.on = _world() > 1 and bool(self.learn.cbs.filter(risinstance(DistributedTrainer)))
         if not self.on: return
-        m = _unwrap(self.model)
-        if not isinstance(m, CoOpModel): raise TypeError(f"CoOpDDP trains a CoOpModel; this Learner's model is a {type(m).__name__}.")
+        m = unwrap(self.model)
+        if not isinstance(m, PromptModel): raise TypeError(f"CoOpDDP trains a PromptModel; this Learner's model is a {type(m).__name__}.")
         _check_same(m)
         m._ddp_params_and_buffers_to_ignore = [n for n, _ in _frozen(m)]
         dev, cur = first(self.learn.cbs.filter(risinstance(DistributedTrainer))).accelerator.device, getattr(self.dls.train, 'device', None)
@@ -104,10 +105,10 @@ class CoOpDDP(Callback):
         dist.all_reduce(bad)
         if bad.item() and ok:
             warnings.warn("The loss of another process is not finite: every process stops.", RuntimeWarning)
-            self.learn.loss = self.loss.detach() + float('nan')  # so that `CoOpCallback` stops this process too
+            self.learn.loss = self.loss.detach() + float('nan')  # so that `PromptCallback` stops this process too
 
     def after_fit(self):
-        m = _unwrap(self.model)
+        m = unwrap(self.model)
         if hasattr(m, '_ddp_params_and_buffers_to_ignore'): del m._ddp_params_and_buffers_to_ignore
 
 # %% ../nbs/10_distributed.ipynb #f3d243f8

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 from PIL import Image
 from fastai.learner import Learner
 from .clip import clip_pre
-from .prompt import text_tower, _tokenizer
+from .prompt import text_tower, bpe_tokenizer
 from .export import read_prompt, load_prompt
 
 # %% auto #0
@@ -25,23 +25,25 @@ __all__ = ['nearest_words', 'context_words', 'confusion', 'class_stats', 'plot_s
 def _ctx_emb(src, clip=None):
     "Context tensor, class names (for a class-specific context) and token embeddings from `src`"
     if isinstance(src, (str, Path)):
-        ctx, info = read_prompt(src)
+        tensors, info = read_prompt(src)
+        if 'prompt_learner.ctx' not in tensors: raise ValueError(f"Prompt file {src} ({info['method']}) holds no context vectors.")
+        ctx = tensors['prompt_learner.ctx']
         if clip is None: clip = load_prompt(src).clip
-        names = info['classnames'] if info['csc'] else None
+        names = info['classnames'] if ctx.dim() == 3 else None
     elif isinstance(src, torch.Tensor):
         if clip is None: raise ValueError("A context tensor needs its CLIP: pass `clip`.")
         ctx, names = src.detach(), None
         if ctx.dim() not in (2, 3): raise ValueError(f"A context tensor has shape (n_ctx, width) or (n_cls, n_ctx, width), got {tuple(ctx.shape)}.")
     elif hasattr(src, 'prompt_learner'):
         pl, clip = src.prompt_learner, clip or src.clip
-        ctx, names = pl.ctx.detach(), (pl.classnames if pl.csc else None)
+        ctx, names = pl.ctx.detach(), (pl.classnames if pl.ctx.dim() == 3 else None)
     else: raise TypeError(f"Expected a CoOpModel, a prompt file or a context tensor, got {type(src).__name__}.")
     emb = text_tower(clip).token_embedding.weight.detach()
     if ctx.shape[-1] != emb.shape[1]:
         raise ValueError(f"Context vectors of width {ctx.shape[-1]} cannot be compared with this CLIP's {emb.shape[1]}-wide token embeddings.")
     return ctx, names, emb
 
-def _word(i): return _tokenizer.decode([i]).strip()
+def _word(i): return bpe_tokenizer.decode([i]).strip()
 
 # %% ../nbs/07_interpret.ipynb #3429287f
 def nearest_words(src, # A `CoOpModel`, a prompt file, or a context tensor

@@ -22,12 +22,15 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.data.load import DataLoader
 from fastai.data.transforms import Normalize
+from .base import unwrap, check_int, check_num, name_list
 from .clip import load_clip, clip_pre
-from .prompt import CoOpModel
+from .prompt import CoOpModel, PromptModel
+from .methods import Method, register_method
 
 # %% auto #0
-__all__ = ['precisions', 'NormCheck', 'coop_splitter', 'CoOpCallback', 'DeviceMixedPrecision', 'image_features', 'FeatureDL',
-           'FeatureCache', 'coop_learner', 'coop_lr', 'coop_sgd', 'EpochScheduler']
+__all__ = ['precisions', 'has_norm', 'NormCheck', 'prepare_clip', 'prompt_splitter', 'PromptCallback', 'DeviceMixedPrecision',
+           'image_features', 'FeatureDL', 'FeatureCache', 'clip_learner', 'coop_learner', 'coop_label', 'coop_lr',
+           'coop_sgd', 'EpochScheduler']
 
 # %% ../nbs/04_learner.ipynb #89972882
 def _add_clip_norm(dls, pre):
@@ -41,7 +44,7 @@ def _add_clip_norm(dls, pre):
         warnings.warn(f"The batch transforms normalise with mean {n.mean.flatten().tolist()} and std {n.std.flatten().tolist()}, "
                       f"but this CLIP was trained with mean {list(pre.mean)} and std {list(pre.std)}.")
 
-def _has_norm(dl):
+def has_norm(dl) -> bool|None:
     "Whether `dl` normalises its batches; None when it is not a fastai `TfmdDL`"
     fs = getattr(getattr(dl, 'after_batch', None), 'fs', None)
     return None if fs is None else bool(L(fs).filter(risinstance(Normalize)))
@@ -51,7 +54,7 @@ class NormCheck(Callback):
     order, run_valid = 0, True
     def __init__(self): self.seen = set()
     def before_validate(self):
-        if id(self.dl) in self.seen or not _has_norm(self.dls.train) or _has_norm(self.dl) is not False: return
+        if id(self.dl) in self.seen or not has_norm(self.dls.train) or has_norm(self.dl) is not False: return
         self.seen.add(id(self.dl))
         warnings.warn("This DataLoader does not normalise its images, but the training DataLoader does. The learner added the "
                       "CLIP's `Normalize` to the DataLoaders it was given; DataLoaders made before (e.g. by `dls.test_dl`) "
@@ -99,7 +102,7 @@ def _classnames(dls, classnames):
                          f"({', '.join(map(str, list(vocab)[:5]))}{', ...' if len(vocab) > 5 else ''}).")
     return list(classnames)
 
-def _prepare(dls, arch, pretrained, clip_model, precision, classnames, normalize):
+def prepare_clip(dls, arch, pretrained, clip_model, precision, classnames, normalize):
     "The frozen CLIP and class names for `dls`, with `dls` checked and normalised for that CLIP"
     clip = _clip_model(dls, arch, pretrained, clip_model, precision)
     names = _classnames(dls, classnames)
@@ -109,70 +112,71 @@ def _prepare(dls, arch, pretrained, clip_model, precision, classnames, normalize
     return clip, names
 
 # %% ../nbs/04_learner.ipynb #dd5e651b
-def _unwrap(model):
-    "The model inside a `DistributedDataParallel` or `DataParallel` wrapper"
-    return getattr(model, 'module', model)
-
-def coop_splitter(model):
-    "Parameter groups of a `CoOpModel`: one group, holding the context"
-    return [[_unwrap(model).prompt_learner.ctx]]
+def prompt_splitter(model):
+    "Parameter groups of a `PromptModel`: one group, holding the tensors its method trains"
+    return [list(unwrap(model).trainable().values())]
 
 def _fewshot(dls): return dict(getattr(dls, 'fewshot', None) or {})
 
 def _coop_summary(learn) -> dict:
     "What `learn` is and how it was trained so far, as plain values"
-    m = _unwrap(learn.model)
-    pl = m.prompt_learner
+    m = unwrap(learn.model)
     clip_id = getattr(m.clip, 'clip_id', {})
     s = {**dict(epochs=0, iterations=0, stopped=None), **(getattr(learn, 'coop_summary', None) or {})}
-    return {**s, **dict(arch=clip_id.get('arch'), pretrained=clip_id.get('pretrained'), n_ctx=pl.n_ctx, ctx_init=pl.ctx_init,
-                        csc=pl.csc, class_token_position=pl.class_token_position, n_cls=m.n_cls, classnames=list(m.classnames)),
-            **_fewshot(learn.dls)}
+    return {**s, **dict(method=getattr(learn, 'method', None), arch=clip_id.get('arch'), pretrained=clip_id.get('pretrained')),
+            **m.config(), **dict(n_cls=m.n_cls, classnames=list(m.classnames)), **_fewshot(learn.dls)}
 
 # %% ../nbs/04_learner.ipynb #cbe38623
-class CoOpCallback(Callback):
-    "Train only the context of a `CoOpModel`: frozen eval-mode CLIP, context-only optimizer, stop on a non-finite loss"
+class PromptCallback(Callback):
+    "Train only the prompt of a `PromptModel`: frozen eval-mode CLIP, an optimizer of its trainable tensors alone, stop on a non-finite loss"
     order, run_valid = MixedPrecision.order + 1, True  # after `TrainEvalCallback`'s `model.train()`, and after autocast ends
 
     @property
-    def coop(self): return _unwrap(self.model)
-    @property
-    def ctx(self): return self.coop.prompt_learner.ctx
+    def pm(self): return unwrap(self.model)
 
     def before_fit(self):
-        if not isinstance(self.coop, CoOpModel):
-            raise TypeError(f"CoOpCallback trains the context of a CoOpModel; this Learner's model is a {type(self.coop).__name__}.")
+        "Check the model; start counting"
+        if not isinstance(self.pm, PromptModel):
+            raise TypeError(f"PromptCallback trains the prompt of a PromptModel; this Learner's model is a {type(self.pm).__name__}.")
         self.good, self.epochs, self.iters, self.msg = None, 0, 0, None
         self.finding = bool(self.learn.cbs.filter(risinstance(LRFinder)))
 
-    def _freeze(self): self.coop.clip.eval().requires_grad_(False)
+    def _freeze(self): self.pm.clip.eval().requires_grad_(False)
 
     def before_train(self):
+        "Freeze the CLIP; check that the optimizer holds the trainable tensors and nothing else"
         self._freeze()
-        ctx = self.ctx
-        params = [p for pg in self.opt.param_lists for p in pg]
-        if not any(p is ctx for p in params):
-            raise ValueError("The optimizer does not hold the context `model.prompt_learner.ctx`; use `splitter=coop_splitter`.")
-        if len(params) > 1:
-            raise ValueError(f"The optimizer holds {len(params) - 1} tensor(s) besides the context; CoOp trains the context only "
-                             "(use `splitter=coop_splitter`).")
+        want, ids = self.pm.trainable(), {id(p) for pg in self.opt.param_lists for p in pg}
+        if missing := [n for n, p in want.items() if id(p) not in ids]:
+            raise ValueError(f"The optimizer does not hold {name_list(missing)} of the model; use `splitter=prompt_splitter`.")
+        if extra := len(ids) - len(want):
+            raise ValueError(f"The optimizer holds {extra} tensor(s) besides the {len(want)} that {type(self.pm).__name__} trains "
+                             "(use `splitter=prompt_splitter`).")
 
-    def before_validate(self): self._freeze()
+    def before_validate(self):
+        "Keep the CLIP frozen"
+        self._freeze()
 
-    def before_step(self): self.good = self.ctx.detach().clone()
+    def before_step(self):
+        "Keep the trainable tensors, to restore them if the step makes the loss non-finite"
+        self.good = {n: p.detach().clone() for n, p in self.pm.trainable().items()}
+
     def after_step(self): self.iters += 1
     def after_train(self): self.epochs += 1
 
     def after_loss(self):
+        "Stop on a non-finite training loss, with the last good trainable tensors"
         if not self.training or torch.isfinite(self.loss).all(): return
         if self.good is not None:
-            with torch.no_grad(): self.ctx.copy_(self.good)
+            with torch.no_grad():
+                for n, p in self.pm.trainable().items(): p.copy_(self.good[n])
         self.msg = (f"Training stopped at epoch {self.epoch}, iteration {self.iter}: the loss is {self.loss.item()} (not finite). "
-                    "The context from before the last optimizer step is kept. Try a lower learning rate, or fp32.")
+                    "The prompt from before the last optimizer step is kept. Try a lower learning rate, or fp32.")
         if not self.finding: warnings.warn(self.msg, RuntimeWarning)
         raise CancelFitException()
 
     def after_fit(self):
+        "Record the fit in `learn.coop_summary`"
         if self.finding or not (self.iters or self.msg): return
         s = _coop_summary(self.learn)
         s.update(epochs=s['epochs'] + self.epochs, iterations=s['iterations'] + self.iters, stopped=self.msg)
@@ -235,8 +239,7 @@ class FeatureCache(Callback):
                  valid:bool=True, # Cache the validation features too
                  progress:bool=True, # Show progress bars while computing features
                 ):
-        if not isinstance(n_views, int) or isinstance(n_views, bool) or n_views < 0:
-            raise ValueError(f"n_views must be an integer >= 0, got {n_views!r}.")
+        check_int(n_views, 'n_views', lo=0)
         store_attr()
         self.reset()
 
@@ -252,7 +255,7 @@ class FeatureCache(Callback):
 
     def _feats(self, dl, eval_tfms=False):
         bar = getattr(self.learn, 'progress', None)  # fastai's `ProgressCallback`, absent under `learn.no_bar()`
-        return image_features(_unwrap(self.model), dl, eval_tfms, self.progress and bar is not None, self._autocast(), getattr(bar, 'mbar', None))
+        return image_features(unwrap(self.model), dl, eval_tfms, self.progress and bar is not None, self._autocast(), getattr(bar, 'mbar', None))
 
     def _key(self, dl): return (id(dl.dataset), len(dl.dataset), self.n_views)
 
@@ -288,40 +291,71 @@ class FeatureCache(Callback):
 # %% ../nbs/04_learner.ipynb #ba750326
 defaults.coop_feature_cache = False
 
-# %% ../nbs/04_learner.ipynb #d52b4943
+# %% ../nbs/04_learner.ipynb #663dcc79
+def _cache_cb(model, feature_cache):
+    "The `FeatureCache` asked for by `feature_cache` (None: `defaults.coop_feature_cache`), or None"
+    if feature_cache is None: feature_cache = defaults.coop_feature_cache
+    if feature_cache is False: return None
+    if not model.features_ok:
+        raise ValueError(f"{type(model).__name__} prompts the image tower, so its image features change as it trains and "
+                         "cannot be cached: use feature_cache=False.")
+    return FeatureCache() if feature_cache is True else FeatureCache(feature_cache)
+
 @delegates(Learner.__init__)
+def clip_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
+                 make_model, # `make_model(clip, classnames)` -> a `PromptModel`
+                 arch='ViT-B-16', # CLIP architecture name, or an open_clip model already loaded
+                 pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                 precision:str='fp32', # 'fp32'; autocast 'fp16'/'bf16'; or half weights 'pure_fp16'/'pure_bf16'
+                 classnames:list|None=None, # Names for the prompts, in `dls.vocab` order; default `dls.vocab`
+                 clip_model=None, # An open_clip model already loaded (instead of `arch`)
+                 feature_cache:int|bool|None=None, # `n_views` of a `FeatureCache`, or False; None: `defaults.coop_feature_cache`
+                 normalize:bool=True, # Add the CLIP's normalisation to the batch transforms when they have none
+                 method:str|None=None, # Name of the method in `coop_fast.methods`, for summaries and prompt files
+                 loss_func=None, # Loss; default `CrossEntropyLossFlat()`
+                 metrics=accuracy, # Metrics shown at each epoch
+                 splitter=prompt_splitter, # Parameter groups: the model's trainable tensors
+                 cbs=None, # Extra callbacks
+                 **kwargs):
+    "A `Learner` that trains the prompt of `make_model(clip, classnames)` for the classes of `dls` on a frozen CLIP"
+    clip, names = prepare_clip(dls, arch, pretrained, clip_model, precision, classnames, normalize)
+    model = make_model(clip, names)
+    cbs = L(cbs) + PromptCallback() + NormCheck() + L(_cache_cb(model, feature_cache))
+    if precision in _mixed: cbs.append(DeviceMixedPrecision(_mixed[precision]))
+    learn = Learner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), metrics=metrics, splitter=splitter, cbs=cbs, **kwargs)
+    clip_id = getattr(clip, 'clip_id', {})
+    learn.arch, learn.pretrained = clip_id.get('arch', type(clip).__name__), clip_id.get('pretrained')
+    learn.precision, learn.method = precision, method
+    learn.coop_summary = _coop_summary(learn)
+    return learn
+
+# %% ../nbs/04_learner.ipynb #d52b4943
+@delegates(clip_learner, but=['make_model', 'method'])
 def coop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
-                 arch='ViT-B-16', # CLIP architecture name (`'ViT-B-16'`, `'ViT-B/16'`, `'RN50'`, ...) or an open_clip model already loaded
+                 arch='ViT-B-16', # CLIP architecture name (`'ViT-B-16'`, `'RN50'`, ...) or an open_clip model already loaded
                  pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
                  n_ctx:int=16, # Number of context vectors (ignored with `ctx_init`)
                  ctx_init:str|None=None, # Words to initialise the context from, e.g. 'a photo of a'
                  csc:bool=False, # Class-specific context: one set of vectors per class
                  class_token_position:str='end', # Where the class tokens go: 'end', 'middle' or 'front'
-                 precision:str='fp32', # 'fp32'; autocast 'fp16' or 'bf16' (mixed precision); or half weights 'pure_fp16'/'pure_bf16'
-                 classnames:list|None=None, # Names for the prompts, in `dls.vocab` order; default `dls.vocab`
-                 clip_model=None, # An open_clip model already loaded (instead of `arch`)
-                 feature_cache:int|bool|None=None, # Image-feature cache: `n_views` (0: un-augmented view) or False; None: `defaults.coop_feature_cache`
-                 normalize:bool=True, # Add the CLIP's normalisation to the batch transforms when they have none
                  text_path:str='auto', # Text encoder path of `CoOpModel` (all exact)
-                 loss_func=None, # Loss; default `CrossEntropyLossFlat()`
-                 metrics=accuracy, # Metrics shown at each epoch
-                 splitter=coop_splitter, # Parameter groups: the context alone
-                 cbs=None, # Extra callbacks
                  **kwargs):
     "A `Learner` that trains CoOp's context for the classes of `dls` on a frozen CLIP `arch`"
-    clip, names = _prepare(dls, arch, pretrained, clip_model, precision, classnames, normalize)
-    model = CoOpModel(clip, names, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position, text_path=text_path)
-    if feature_cache is None: feature_cache = defaults.coop_feature_cache
-    cbs = L(cbs) + CoOpCallback() + NormCheck()
-    if feature_cache is True: cbs.append(FeatureCache())
-    elif feature_cache is not False: cbs.append(FeatureCache(feature_cache))
-    if precision in _mixed: cbs.append(DeviceMixedPrecision(_mixed[precision]))
-    learn = Learner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), metrics=metrics, splitter=splitter, cbs=cbs, **kwargs)
-    clip_id = getattr(clip, 'clip_id', {})
-    store_attr('n_ctx,ctx_init,csc,class_token_position,precision', self=learn,
-               arch=clip_id.get('arch', type(clip).__name__), pretrained=clip_id.get('pretrained'))
-    learn.coop_summary = _coop_summary(learn)
-    return learn
+    make = partial(CoOpModel, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position, text_path=text_path)
+    return clip_learner(dls, make, arch, pretrained, method='coop', **kwargs)
+
+# %% ../nbs/04_learner.ipynb #fa6e9b81
+def coop_label(config:dict) -> str:
+    "The paper's name of a CoOp variant, e.g. 'CoOp (M=16, end)' or 'CoOp (M=16, mid, CSC)'"
+    pos = config.get('class_token_position', 'end')
+    parts = [f"M={config['n_ctx']}", {'middle': 'mid'}.get(pos, pos)]
+    if config.get('csc'): parts.append('CSC')
+    if config.get('ctx_init'): parts.append(f'init "{config["ctx_init"]}"')
+    return f"CoOp ({', '.join(parts)})"
+
+register_method(Method('coop', 'CoOp', CoOpModel, coop_learner, label=coop_label,
+                       hparams=dict(n_ctx=16, ctx_init=None, csc=False, class_token_position='end'),
+                       paper='Zhou et al., Learning to Prompt for Vision-Language Models, IJCV 2022'))
 
 # %% ../nbs/04_learner.ipynb #e31af2c1
 def coop_lr(epoch:int, n_epoch:int, lr:float=2e-3, warmup_lr:float=1e-5, warmup_epochs:int=1) -> float:
@@ -349,10 +383,7 @@ def fit_coop(self:Learner, n_epoch:int, # Number of epochs (the paper: 50 to 200
              start_epoch:int=0, # Epoch to resume from
             ):
     "Train `n_epoch` epochs with CoOp's recipe: SGD, `warmup_lr` for `warmup_epochs`, then cosine annealing from `lr`"
-    if not isinstance(n_epoch, int) or isinstance(n_epoch, bool) or n_epoch < 1:
-        raise ValueError(f"n_epoch must be a positive integer, got {n_epoch!r}.")
-    for k, v in dict(lr=lr, warmup_lr=warmup_lr).items():
-        if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0: raise ValueError(f"{k} must be a positive number, got {v!r}.")
+    check_int(n_epoch, 'n_epoch'); check_num(lr, 'lr'); check_num(warmup_lr, 'warmup_lr')
     sched = EpochScheduler({'lr': partial(coop_lr, n_epoch=n_epoch, lr=lr, warmup_lr=warmup_lr, warmup_epochs=warmup_epochs)})
     old = self.opt_func, self.opt
     self.opt_func = partial(coop_sgd, mom=mom, wd=wd)

@@ -5,15 +5,20 @@
 # %% ../nbs/01_prompt.ipynb #84e373ba
 from __future__ import annotations
 import torch, torch.nn as nn, torch.nn.functional as F
+import warnings
+import open_clip.transformer as oct
 from open_clip.tokenizer import SimpleTokenizer
-from open_clip.transformer import ResidualAttentionBlock
+from fastcore.basics import patch
+from .base import name_list
 from .clip import clip_pre
 
 # %% auto #0
-__all__ = ['positions', 'text_tower', 'PromptLearner', 'encode_prompts', 'CoOpModel', 'copy_ctx']
+__all__ = ['bpe_tokenizer', 'positions', 'fast_blocks', 'fast_attention', 'text_tower', 'clean_classname', 'check_names',
+           'PromptLearner', 'fast_path_reason', 'attend', 'block', 'encode_prompts', 'FrozenCLIP', 'cosine_logits',
+           'PromptModel', 'CoOpModel', 'copy_ctx']
 
 # %% ../nbs/01_prompt.ipynb #fc58967a
-_tokenizer = SimpleTokenizer()
+bpe_tokenizer = SimpleTokenizer()
 
 def text_tower(clip):
     "The text transformer of open_clip `clip`, checked to be one CoOp can prompt"
@@ -26,8 +31,8 @@ def text_tower(clip):
         raise TypeError(f"CoOp needs a causal text transformer pooled at the end-of-text token; {kind} is not one.")
     if _pool_type(t) not in ('argmax', 'eos'):
         raise TypeError(f"CoOp pools text features at the end-of-text token; this text tower pools by {_pool_type(t)!r}.")
-    if t.token_embedding.num_embeddings != _tokenizer.vocab_size:
-        raise TypeError(f"CoOp uses CLIP's BPE tokenizer ({_tokenizer.vocab_size} tokens); this text tower has "
+    if t.token_embedding.num_embeddings != bpe_tokenizer.vocab_size:
+        raise TypeError(f"CoOp uses CLIP's BPE tokenizer ({bpe_tokenizer.vocab_size} tokens); this text tower has "
                         f"{t.token_embedding.num_embeddings}.")
     return t
 
@@ -36,16 +41,16 @@ def _pool_type(t): return getattr(t, 'text_pool_type', getattr(t, 'pool_type', '
 # %% ../nbs/01_prompt.ipynb #e3220bdb
 positions = ('end', 'middle', 'front')
 
-def _clean(name): return name.replace('_', ' ').strip()
+def clean_classname(name): return name.replace('_', ' ').strip()
 
-def _check_names(classnames):
+def check_names(classnames):
     "Cleaned class names, or an error naming the problem"
     if isinstance(classnames, str) or not hasattr(classnames, '__len__'):
         raise TypeError(f"`classnames` must be a list of class names, got {type(classnames).__name__}.")
     if len(classnames) == 0: raise ValueError("`classnames` is empty: CoOp needs at least one class.")
-    if bad := [n for n in classnames if not isinstance(n, str) or not _clean(n)]:
+    if bad := [n for n in classnames if not isinstance(n, str) or not clean_classname(n)]:
         raise ValueError(f"Class names must be non-empty strings; got {bad[:5]!r}.")
-    names = [_clean(n) for n in classnames]
+    names = [clean_classname(n) for n in classnames]
     if dups := sorted({n for n in names if names.count(n) > 1}):
         raise ValueError(f"Duplicate class names (after '_' -> ' '): {', '.join(map(repr, dups))}.")
     return names
@@ -73,12 +78,12 @@ class PromptLearner(nn.Module):
         t = text_tower(clip)
         if class_token_position not in positions:
             raise ValueError(f"class_token_position must be one of {positions}, got {class_token_position!r}.")
-        names = _check_names(classnames)
+        names = check_names(classnames)
         if not isinstance(csc, bool): raise TypeError(f"csc must be True or False, got {csc!r}.")
         emb = t.token_embedding.weight
         if ctx_init:
             if not isinstance(ctx_init, str): raise TypeError(f"ctx_init must be a string of words, got {ctx_init!r}.")
-            ids = _tokenizer.encode(_clean(ctx_init))
+            ids = bpe_tokenizer.encode(clean_classname(ctx_init))
             if not ids: raise ValueError(f"ctx_init {ctx_init!r} has no tokens.")
             ctx = emb[ids].detach().float().clone()
             if csc: ctx = ctx.repeat(len(names), 1, 1)
@@ -98,13 +103,13 @@ class PromptLearner(nn.Module):
 
     def set_classnames(self, classnames):
         "Prompt `classnames` with the current context (a unified context works with any names)"
-        names = _check_names(classnames)
-        old = [_clean(n) for n in getattr(self, 'classnames', names)]
+        names = check_names(classnames)
+        old = [clean_classname(n) for n in getattr(self, 'classnames', names)]
         if self.csc and (self.ctx.shape[0] != len(names) or names != old):
             raise ValueError(f"This class-specific context was learned for its own {self.ctx.shape[0]} classes and cannot "
                              f"prompt other class names; only a unified context (csc=False) transfers to new classes.")
-        toks = [[_tokenizer.sot_token_id] + _tokenizer.encode(n + '.') + [_tokenizer.eot_token_id] for n in names]
-        n_names = [len(_tokenizer.encode(n)) for n in names]
+        toks = [[bpe_tokenizer.sot_token_id] + bpe_tokenizer.encode(n + '.') + [bpe_tokenizer.eot_token_id] for n in names]
+        n_names = [len(bpe_tokenizer.encode(n)) for n in names]
         if over := [(n, len(s) + self.n_ctx - self.context_length) for n, s in zip(names, toks)
                     if len(s) + self.n_ctx > self.context_length]:
             n, k = max(over, key=lambda o: o[1])
@@ -134,32 +139,75 @@ class PromptLearner(nn.Module):
         return table.gather(1, self.index[..., None].expand(-1, -1, table.shape[-1]))
 
 # %% ../nbs/01_prompt.ipynb #62d3951a
-def _plain_blocks(t):
-    "Whether every block is open_clip's standard pre-norm block with `nn.MultiheadAttention`"
-    return all(type(b) is ResidualAttentionBlock and isinstance(b.attn, nn.MultiheadAttention)
-               and b.attn._qkv_same_embed_dim and not hasattr(b, 'ln_1_kv') for b in t.transformer.resblocks)
+fast_blocks = [oct.ResidualAttentionBlock, getattr(oct, 'CustomResidualAttentionBlock', None)]  # exact types the fast path runs
+fast_attention = [nn.MultiheadAttention, getattr(oct, 'Attention', None)]  # attention modules it runs
 
-def _per_head(x, B, S):
-    "`x` (1 or B, H, S, d) as (H, B·S, d): one matrix per head for every class's rows at once"
-    return x.transpose(0, 1).reshape(x.shape[1], B * S, -1)
+def _attn_reason(a):
+    if not any(k is not None and type(a) is k for k in fast_attention): return f"its attention module is a {type(a).__name__}"
+    if isinstance(a, nn.MultiheadAttention):
+        if not a._qkv_same_embed_dim or a.bias_k is not None or a.add_zero_attn:
+            return "its nn.MultiheadAttention has other key/value sizes or extra key/value biases"
+    elif getattr(a, 'in_proj_weight', None) is None and getattr(a, 'q_proj_weight', None) is None:
+        return "its attention module has no query/key/value weights"
 
-def _attend(q, k, v, mask, past=None):
-    "Attention of `q` over its own keys `k`/values `v` and, once for all classes, the shared prefix's `past`"
-    if past is None: return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    (kp, vp), (B, H, S, d), P = past, q.shape, past[0].shape[2]
-    q = q * d ** -0.5
-    to_prefix = (_per_head(q, B, S) @ kp[0].transpose(1, 2)).view(H, B, S, P).transpose(0, 1)
+def fast_path_reason(t) -> str|None:
+    "Why the shared-prefix path cannot run text tower `t` exactly, or None when it can"
+    for i, b in enumerate(t.transformer.resblocks):
+        if not any(k is not None and type(b) is k for k in fast_blocks): return f"block {i} is a {type(b).__name__}"
+        if hasattr(b, 'ln_1_kv'): return f"block {i} is a cross-attention block"
+        if r := _attn_reason(b.attn): return f"block {i}: {r}"
+
+# %% ../nbs/01_prompt.ipynb #d88bbc2c
+def _qkv(a, x):
+    "Queries, keys and values `(batch, heads, seq, head_dim)` of attention module `a` on `x`, queries scaled"
+    B, S, D = x.shape
+    w = a.in_proj_weight if a.in_proj_weight is not None else torch.cat([a.q_proj_weight, a.k_proj_weight, a.v_proj_weight])
+    q, k, v = F.linear(x, w, a.in_proj_bias).view(B, S, 3, a.num_heads, -1).permute(2, 0, 3, 1, 4)
+    if getattr(a, 'logit_scale', None) is not None:  # scaled cosine attention
+        s = torch.clamp(a.logit_scale, max=a.logit_scale_max).exp()
+        return F.normalize(q, dim=-1) * s, F.normalize(k, dim=-1), v
+    q, k = getattr(a, 'ln_q', nn.Identity())(q), getattr(a, 'ln_k', nn.Identity())(k)
+    return q * q.shape[-1] ** -0.5, k, v
+
+def _out(a, o):
+    "Output projection of attention module `a` for the attended values `o` `(batch, heads, seq, head_dim)`"
+    if getattr(a, 'head_scale', None) is not None: o = o * a.head_scale
+    B, H, S, d = o.shape
+    return a.out_proj(getattr(a, 'ln_inner', nn.Identity())(o.transpose(1, 2).reshape(B, S, H * d)))
+
+# %% ../nbs/01_prompt.ipynb #4220770d
+def _grouped(x, G):
+    "`x` `(G·C, H, S, n)` as `(G, H, C·S, n)`: the rows of every class of a group in one matrix per head"
+    N, H, S, n = x.shape
+    return x.view(G, N // G, H, S, n).transpose(1, 2).reshape(G, H, -1, n)
+
+def _ungrouped(x, N, S):
+    "Inverse of `_grouped`: `(G, H, C·S, n)` back to `(G·C, H, S, n)`"
+    G, H, _, n = x.shape
+    return x.view(G, H, N // G, S, n).transpose(1, 2).reshape(N, H, S, n)
+
+def attend(q, # Scaled queries `(G·C, heads, S, d)`: C sequences in each of G groups
+           k, v, # Their own keys and values
+           mask, # Additive mask `(S, P + S)` with `past`, else `(S, S)`
+           past=None, # Keys and values `(G, heads, P, d)` of a prefix that every sequence of its group follows
+          ):
+    "Attention of `q` over its own keys/values and, once per group, over the shared prefix's `past`"
+    if past is None: return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.)
+    (kp, vp), (N, H, S, d), (G, P) = past, q.shape, past[0].shape[::2]
+    to_prefix = _ungrouped(_grouped(q, G) @ kp.transpose(-1, -2), N, S)
     w = (torch.cat([to_prefix, q @ k.transpose(-1, -2)], -1) + mask).softmax(-1)
     wp, ws = w.split([P, S], -1)
-    return (_per_head(wp, B, S) @ vp[0]).view(H, B, S, d).transpose(0, 1) + ws @ v
+    return _ungrouped(_grouped(wp, G) @ vp, N, S) + ws @ v
 
-def _block(blk, x, mask, past=None):
-    "Block `blk` on `x` (batch, seq, width), attending also to the keys/values `past` of a shared prefix"
+def block(blk, # An open_clip residual attention block (see `fast_path_reason`)
+          x, # Hidden states `(batch, seq, width)`
+          mask, # Additive attention mask
+          past=None, # Keys and values of a shared prefix, per group of rows of `x`
+         ):
+    "Block `blk` on `x`, attending also to a shared prefix's `past`; the output, and the keys and values of `x`"
     a = blk.attn
-    B, S, D = x.shape
-    q, k, v = F.linear(blk.ln_1(x), a.in_proj_weight, a.in_proj_bias).view(B, S, 3, a.num_heads, -1).permute(2, 0, 3, 1, 4)
-    o = _attend(q, k, v, mask, past)
-    x = x + blk.ls_1(a.out_proj(o.transpose(1, 2).reshape(B, S, D)))
+    q, k, v = _qkv(a, blk.ln_1(x))
+    x = x + blk.ls_1(getattr(blk, 'ln_attn', nn.Identity())(_out(a, attend(q, k, v, mask, past))))
     return x + blk.ls_2(blk.mlp(blk.ln_2(x))), (k, v)
 
 # %% ../nbs/01_prompt.ipynb #7b525fb2
@@ -169,6 +217,17 @@ def _project(t, x):
     if p is None: return x
     return p(x) if isinstance(p, nn.Linear) else x @ p
 
+_warned = set()
+
+def _auto_path(t):
+    "'shared' when the fast path runs text tower `t` exactly, else 'truncated', saying why once"
+    reason = fast_path_reason(t)
+    if reason is None: return 'shared'
+    if reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(f"text_path='auto' uses the truncated text path (exact, but slower than the shared-prefix path): {reason}.")
+    return 'truncated'
+
 def encode_prompts(clip, # open_clip CLIP model
                    pl:PromptLearner, # Prompt learner over the classes
                    path:str='auto', # 'shared', 'truncated', 'full', or 'auto' (the fastest exact one)
@@ -176,7 +235,7 @@ def encode_prompts(clip, # open_clip CLIP model
     "Text features `(n_cls, embed_dim)` of the prompts of `pl`"
     t = text_tower(clip)
     dtype, L = t.transformer.get_cast_dtype(), pl.index.shape[1]
-    if path == 'auto': path = 'shared' if _plain_blocks(t) else 'truncated'
+    if path == 'auto': path = _auto_path(t)
     x = pl(t.token_embedding, dtype)
     if path == 'full': x, L = F.pad(x, (0, 0, 0, pl.context_length - L)), pl.context_length
     pos, mask = t.positional_embedding[:L].to(dtype), t.attn_mask[:L, :L].to(dtype)
@@ -186,14 +245,104 @@ def encode_prompts(clip, # open_clip CLIP model
         P = pl.n_shared
         pre, x, eot = x[:1, :P], x[:, P:], eot - P
         for blk in t.transformer.resblocks:
-            pre, past = _block(blk, pre, mask[:P, :P])
-            x, _ = _block(blk, x, mask[P:, :], past)
+            pre, past = block(blk, pre, mask[:P, :P])
+            x, _ = block(blk, x, mask[P:, :], past)
     elif path in ('truncated', 'full'): x = t.transformer(x, attn_mask=mask)
     else: raise ValueError(f"Unknown text encoder path {path!r}; use 'auto', 'shared', 'truncated' or 'full'.")
     return _project(t, x[torch.arange(x.shape[0], device=x.device), eot])
 
+# %% ../nbs/01_prompt.ipynb #ec08742a
+class FrozenCLIP(nn.Module):
+    "A frozen CLIP `clip_model` that stays in eval mode, with a checked image encoder that needs no autograd"
+    def __init__(self, clip_model):
+        super().__init__()
+        self.clip = clip_model.eval().requires_grad_(False)
+
+    def train(self, mode:bool=True):
+        "Set training mode on everything but the CLIP model, which always stays in eval mode"
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+    def check_images(self, x):
+        "Raise an error unless `x` is a batch of RGB images of the size this CLIP takes"
+        size = clip_pre(self.clip).size
+        if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != (size, size):
+            raise ValueError(f"Expected a batch of RGB images of shape (batch, 3, {size}, {size}) for this CLIP, "
+                             f"got {tuple(x.shape)}: resize/crop images to {size}x{size} pixels.")
+
+    def encode_image(self, x):
+        "Image features of a batch of images `x`, without autograd (the image tower is frozen)"
+        self.check_images(x)
+        with torch.no_grad(): return self.clip.encode_image(x.to(next(self.clip.visual.parameters()).dtype))
+
+# %% ../nbs/01_prompt.ipynb #3626c968
+def cosine_logits(clip, # The CLIP whose logit scale (and bias) to use
+                  f, # Image features `(batch, dim)`
+                  t, # Text features `(n_cls, dim)`, or `(batch, n_cls, dim)` per image
+                 ):
+    "CLIP's logits `exp(logit_scale) · cos(f, t)` (+ `logit_bias`), in fp32 even under mixed precision"
+    if f.shape[-1] != t.shape[-1]:
+        raise ValueError(f"Image features have {f.shape[-1]} dimensions, this CLIP's text features {t.shape[-1]}.")
+    with torch.autocast(f.device.type, enabled=False):
+        f, t = F.normalize(f.float(), dim=-1), F.normalize(t.float(), dim=-1)
+        cos = f @ t.t() if t.dim() == 2 else (t @ f[:, :, None])[..., 0]
+        logits = clip.logit_scale.exp().float() * cos
+        b = getattr(clip, 'logit_bias', None)
+        return logits if b is None else logits + b.float()
+
+# %% ../nbs/01_prompt.ipynb #1efa3b4c
+class PromptModel(FrozenCLIP):
+    "Base of coop_fast's models: a frozen CLIP, learnable prompt parts, and logits for `classnames`"
+    features_ok = True  # `forward` also takes frozen image features (the image tower is not prompted)
+    conditional = False  # the text features depend on the image
+    classnames = []
+
+    @property
+    def n_cls(self): return len(self.classnames)
+
+    def set_classnames(self, classnames):
+        "Classify `classnames` instead"
+        raise NotImplementedError(f"{type(self).__name__} cannot change its class names.")
+
+    def config(self) -> dict:
+        "The settings that rebuild this model as `type(self)(clip, classnames, **config)`"
+        return {}
+
+    def trainable(self) -> dict:
+        "The tensors this method trains, by name: every parameter outside the frozen CLIP"
+        return {n: p for n, p in self.named_parameters() if not n.startswith('clip.')}
+
+    def prompt_state(self) -> dict:
+        "The tensors a prompt file holds, by name"
+        return {n: p.detach() for n, p in self.trainable().items()}
+
+    def load_state(self, tensors:dict):
+        "Copy `tensors` (as `prompt_state` gives them) into this model, or say which do not fit"
+        own = self.prompt_state()
+        if sorted(own) != sorted(tensors):
+            raise ValueError(f"{type(self).__name__} holds tensors {sorted(own)}; got {sorted(tensors)}.")
+        if bad := [f"{n} {tuple(tensors[n].shape)} (needs {tuple(t.shape)})" for n, t in own.items() if tensors[n].shape != t.shape]:
+            raise ValueError(f"Tensors of the wrong shape: {', '.join(bad)}.")
+        with torch.no_grad():
+            for n, t in own.items(): t.copy_(tensors[n])
+
+    @classmethod
+    def from_state(cls, clip_model, # The CLIP to prompt
+                   config:dict, # `config()` of the saved model
+                   tensors:dict, # `prompt_state()` of the saved model
+                   saved:list, # The class names the state was learned for
+                   classnames:list|None=None, # The class names to prompt; default `saved`
+                  ):
+        "A model rebuilt from saved `config` and `tensors`, for `classnames`; the global random generators are left untouched"
+        with torch.random.fork_rng(devices=[]):  # a random initialisation is overwritten
+            m = cls(clip_model, list(saved), **config)
+        m.load_state(tensors)
+        if classnames is not None and list(classnames) != list(saved): m.set_classnames(list(classnames))
+        return m
+
 # %% ../nbs/01_prompt.ipynb #44cbec7d
-class CoOpModel(nn.Module):
+class CoOpModel(PromptModel):
     "Frozen CLIP `clip_model` with CoOp's learnable prompt context for `classnames`"
     def __init__(self, clip_model, # open_clip CLIP model, e.g. from `load_clip`
                  classnames:list, # Class names; '_' becomes a space
@@ -203,26 +352,21 @@ class CoOpModel(nn.Module):
                  class_token_position:str='end', # 'end', 'middle' or 'front'
                  text_path:str='auto', # Text encoder path: 'auto', 'shared', 'truncated' or 'full' (all exact)
                 ):
-        super().__init__()
-        self.clip = clip_model.eval().requires_grad_(False)
+        super().__init__(clip_model)
         self.prompt_learner = PromptLearner(clip_model, classnames, n_ctx, ctx_init, csc, class_token_position)
         self.text_path, self._cache = text_path, None
 
     @property
     def classnames(self): return self.prompt_learner.classnames
-    @property
-    def n_cls(self): return self.prompt_learner.n_cls
+
+    def config(self) -> dict:
+        pl = self.prompt_learner
+        return dict(n_ctx=pl.n_ctx, ctx_init=pl.ctx_init, csc=pl.csc, class_token_position=pl.class_token_position)
 
     def set_classnames(self, classnames):
         "Prompt new `classnames` with the learned (unified) context"
         self.prompt_learner.set_classnames(classnames)
         self._cache = None
-
-    def train(self, mode:bool=True):
-        "Set training mode on the prompt learner; the CLIP model always stays in eval mode"
-        super().train(mode)
-        self.clip.eval()
-        return self
 
     def encode_text(self):
         "Text features of every class's prompt"
@@ -239,25 +383,23 @@ class CoOpModel(nn.Module):
             self._cache = c = (ctx.detach().clone(), key, self.encode_text())
         return c[2]
 
-    def encode_image(self, x):
-        "Image features of a batch of images `x`, without autograd (the image tower is frozen)"
-        size = clip_pre(self.clip).size
-        if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != (size, size):
-            raise ValueError(f"Expected a batch of RGB images of shape (batch, 3, {size}, {size}) for this CLIP, "
-                             f"got {tuple(x.shape)}: resize/crop images to {size}x{size} pixels.")
-        with torch.no_grad(): return self.clip.encode_image(x.to(next(self.clip.visual.parameters()).dtype))
-
     def forward(self, x):
         "Logits `(batch, n_cls)` for images `x`, or for image features `x` of shape `(batch, embed_dim)`"
-        f = x if x.dim() == 2 else self.encode_image(x)
-        t = self.text_features()
-        if f.shape[-1] != t.shape[-1]:
-            raise ValueError(f"Image features have {f.shape[-1]} dimensions, this CLIP's text features {t.shape[-1]}.")
-        with torch.autocast(f.device.type, enabled=False):  # cosines in fp32 even under mixed precision
-            f, t = F.normalize(f.float(), dim=-1), F.normalize(t.float(), dim=-1)
-            logits = self.clip.logit_scale.exp().float() * f @ t.t()
-            b = getattr(self.clip, 'logit_bias', None)
-            return logits if b is None else logits + b.float()
+        return cosine_logits(self.clip, x if x.dim() == 2 else self.encode_image(x), self.text_features())
+
+# %% ../nbs/01_prompt.ipynb #d7eb9d74
+@patch(cls_method=True)
+def from_state(cls:CoOpModel, clip_model, config:dict, tensors:dict, saved:list, classnames:list|None=None):
+    "A `CoOpModel` from saved state; a class-specific context prompts a subset or reordering of its `saved` classes"
+    if config.get('csc') and classnames is not None and list(classnames) != list(saved):
+        key = {clean_classname(n): i for i, n in enumerate(saved)}
+        if new := [n for n in classnames if clean_classname(n) not in key]:
+            raise ValueError(f"This prompt has a class-specific context (csc=True), learned for its own {len(saved)} classes; it "
+                             f"cannot prompt new classes ({name_list(new, 5)}). Only a unified context (csc=False) transfers to "
+                             "new class names; a class-specific one can prompt a subset or reordering of its classes.")
+        ctx = tensors['prompt_learner.ctx'][[key[clean_classname(n)] for n in classnames]]
+        tensors, saved = {**tensors, 'prompt_learner.ctx': ctx}, classnames
+    return super(CoOpModel, cls).from_state(clip_model, config, tensors, saved, classnames)
 
 # %% ../nbs/01_prompt.ipynb #59bde470
 def copy_ctx(src, dst):

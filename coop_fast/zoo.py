@@ -672,7 +672,7 @@ def demo(task:str='digits', # Downstream task to learn a prompt for, a key of `t
          threads:int|None=1, # torch threads while it runs (one is fastest for this tiny model); None: leave as is
         ) -> dict:
     "Offline demo: zero-shot vs CoOp with `shots` per class on `task` and its `shift`, on coop-tiny; saves the prompt to `out`"
-    from coop_fast.cli import paper_epochs
+    from coop_fast.methods import paper_epochs
     import sys
     from fastprogress.fastprogress import IN_NOTEBOOK
     t0 = time.perf_counter()

@@ -1,7 +1,14 @@
-"Shared test settings: nothing may reach a model or data hub."
+"Shared test settings: nothing may reach a model or data hub, and every test starts from the same seed."
 import os
 os.environ['HF_HUB_OFFLINE'] = '1'
 os.environ['TRANSFORMERS_OFFLINE'] = '1'
+import pytest
+from coop_fast.test_utils import seed_all
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    "Seed Python, NumPy and torch before each test (`COOP_FAST_TEST_SEED`, default 0): the same draws on every run"
+    seed_all()
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     "List the screenshots the documentation browser test saved"

@@ -52,9 +52,9 @@ CoOpModel.encode_text = encode_text
 
 saves = []  # prompt files written in this process
 _save = export.save_prompt
-def save_prompt(model, path, summary=None):
+def save_prompt(model, path, summary=None, method=None):
     saves.append(str(path))
-    return _save(model, path, summary)
+    return _save(model, path, summary, method)
 export.save_prompt = save_prompt
 
 class NaNAt(Callback):

@@ -32,14 +32,14 @@ def cli(*args, timeout=120):
     return subprocess.run([sys.executable, '-m', 'coop_fast.cli', *map(str, args)], capture_output=True, text=True,
                           env=ENV, cwd=ROOT, timeout=timeout)
 
-def ctx(f): return read_prompt(f)[0]
+def ctx(f): return read_prompt(f)[0]['prompt_learner.ctx']
 
 @pytest.fixture(scope='module')
 def imgs(tmp_path_factory): return fake_images(tmp_path_factory.mktemp('data')/'imgs', n=10)
 
 def test_help_in_subprocesses():
     r = cli('--help')
-    assert r.returncode == 0 and all(f'\n  {c} ' in r.stdout for c in ('train', 'eval', 'predict', 'results', 'demo')), r.stderr
+    assert r.returncode == 0 and all(f'\n  {c} ' in r.stdout for c in ('train', 'eval', 'predict', 'results', 'methods', 'demo')), r.stderr
     r = cli('train', '--help')
     assert r.returncode == 0 and '--resume' in r.stdout and '--class_token_position' in r.stdout, r.stderr
     # help and argument errors are answered without importing PyTorch
@@ -53,7 +53,7 @@ def test_usage():
     code, out, err = run()
     assert code == 2 and 'usage: coop-fast COMMAND' in err
     assert run('--version')[1].strip() == f'coop_fast {coop_fast.__version__}'
-    assert list(commands) == ['train', 'eval', 'predict', 'results', 'demo']
+    assert list(commands) == ['train', 'eval', 'predict', 'results', 'methods', 'demo']
 
 def test_train_eval_predict_results(imgs, tmp_path):
     p = tmp_path/'runs/a.safetensors'
@@ -64,7 +64,7 @@ def test_train_eval_predict_results(imgs, tmp_path):
     # eval on the training folder finds the same test split, and the same (random) CLIP: the same accuracy
     ev = json.loads(ok('eval', p, imgs, '--json', '--out', tmp_path/'runs/a_eval.json', '--device', 'cpu', '--workers', 0))
     assert (ev['accuracy'], ev['n'], ev['per_class']) == (rec['accuracy'], rec['n'], rec['per_class'])
-    assert ev['trained_on'] == 'imgs' and ev['method'] == rec['method'] == 'CoOp (M=4, end)'
+    assert ev['trained_on'] == 'imgs' and ev['label'] == rec['label'] == 'CoOp (M=4, end)' and ev['method'] == rec['method'] == 'coop'
     text = ok('eval', p, imgs, '--split', 'all', '--device', 'cpu', '--workers', 0)
     assert 'all split, 30 images' in text and 'precision' in text
     preds = json.loads(ok('predict', p, imgs/'cat', imgs/'dog/0.jpg', '--json', '--device', 'cpu'))
@@ -74,10 +74,10 @@ def test_train_eval_predict_results(imgs, tmp_path):
     table = json.loads(ok('results', tmp_path/'runs', '--json', '--csv', tmp_path/'t.csv', '--plot', tmp_path/'t.png'))
     assert [(r['dataset'], r['shots'], r['runs']) for r in table] == [('imgs', 4, 2)]
     assert abs(table[0]['accuracy_mean'] - (rec['accuracy'] + json.loads((tmp_path/'runs/b.json').read_text())['accuracy']) / 2) < 1e-9
-    assert (tmp_path/'t.csv').read_text().startswith('dataset,method,shots,runs,accuracy_mean,accuracy_std')
+    assert (tmp_path/'t.csv').read_text().startswith('dataset,label,shots,runs,accuracy_mean,accuracy_std')
     assert (tmp_path/'t.png').read_bytes()[:4] == b'\x89PNG'
-    md = ok('results', tmp_path/'runs/a.json', tmp_path/'runs/b.json', '--by', 'method', '--ci95')
-    assert md.splitlines()[0].split('|')[1:4] == [' method          ', ' runs ', ' accuracy (%) ']
+    md = ok('results', tmp_path/'runs/a.json', tmp_path/'runs/b.json', '--by', 'label', '--ci95')
+    assert md.splitlines()[0].split('|')[1:4] == [' label           ', ' runs ', ' accuracy (%) ']
 
 def test_benchmark_dataset(tmp_path):
     root = tmp_path/'data'
@@ -179,7 +179,7 @@ def test_demo(tmp_path):
     acc = lambda what: float(r.stdout.split(what)[1].split('%')[0].split()[-1])
     zs, coop = acc("'a photo of the number {}.':"), acc('CoOp after training:')
     assert 20 < zs < 70 and coop > zs, r.stdout  # learned in 8 epochs
-    ctx, info = read_prompt(out)
-    assert ctx.shape == (16, 64) and info['arch'] == 'coop-tiny' and info['summary']['task'] == 'digits'
+    tensors, info = read_prompt(out)
+    assert tensors['prompt_learner.ctx'].shape == (16, 64) and info['arch'] == 'coop-tiny' and info['summary']['task'] == 'digits'
     code, _, err = run('demo', '--task', 'cifar')
     assert code == 2 and "Unknown task 'cifar'" in err

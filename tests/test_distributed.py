@@ -100,8 +100,8 @@ def test_prompt_written_once(ddp):
     assert r0['saved']['path'] == r1['saved']['path'] == str(f)
     assert len(r0['saved']['writes']) == 1 and r1['saved']['writes'] == []
     assert sorted(p.name for p in f.parent.iterdir()) == ['p.safetensors']
-    ctx, info = read_prompt(f)
-    assert torch.equal(ctx, T(r0['saved']['ctx'])) and info['summary']['epochs'] == 1
+    tensors, info = read_prompt(f)
+    assert torch.equal(tensors['prompt_learner.ctx'], T(r0['saved']['ctx'])) and info['summary']['epochs'] == 1
 
 FAKE = r'''#!/usr/bin/env bash
 echo "${CUDA_VISIBLE_DEVICES:-none} $*" >> calls.txt

@@ -18,53 +18,69 @@ def saved(clip, tmp_path):
     f = save_prompt(m, tmp_path/'p.safetensors', dict(shots=1))
     return f, m, read_prompt(f)[1]
 
-def _write(path, ctx, info, fmt=prompt_format):
+def _write(path, ctx, info, fmt=prompt_format, name='prompt_learner.ctx'):
     "A safetensors file with context `ctx` and coop_fast metadata `info` (bypassing every check)"
     meta = {'format': fmt, 'coop_fast': info if isinstance(info, str) else json.dumps(info)}
-    save_file({'ctx': ctx.contiguous()}, path, metadata=meta)
+    save_file({name: ctx.contiguous()}, path, metadata=meta)
     return path
 
 def _changed(info, **kw):
     info = {**info, **kw}
     return {k: v for k, v in info.items() if v is not ...}
 
+def top(**kw): return lambda info: _changed(info, **kw)
+def cfg(**kw): return lambda info: {**info, 'config': _changed(info['config'], **kw)}
+
 # (what to change, message expected) for files with valid safetensors but bad coop_fast metadata or context
 bad_meta = [
-    (dict(n_ctx=...), "its metadata lacks n_ctx"),
-    (dict(classnames=..., width=...), "its metadata lacks width, classnames"),
-    (dict(n_ctx='4'), "invalid metadata n_ctx='4'"),
-    (dict(csc='no'), "invalid metadata csc='no'"),
-    (dict(width=True), "invalid metadata width=True"),
-    (dict(n_ctx=0), "invalid metadata n_ctx=0"),
-    (dict(class_token_position='back'), "invalid metadata class_token_position='back'"),
-    (dict(classnames=[]), "invalid class names: `classnames` is empty"),
-    (dict(classnames=['cat', 'dog', 'cat']), "invalid class names: Duplicate class names"),
-    (dict(classnames='cat dog sea_lion'), "invalid metadata classnames='cat dog sea_lion'"),
-    (dict(n_ctx=5), "its context has shape (4, 32), but its metadata (n_ctx=5, width=32, csc=False, 3 classes) needs (5, 32)"),
-    (dict(csc=True), "needs (3, 4, 32)"),
-    (dict(format_version=99, version='9.0'), "it has format version 99, written by coop_fast 9.0"),
+    (top(method=...), "its metadata lacks method"),
+    (top(classnames=..., width=...), "its metadata lacks width, classnames"),
+    (top(method='copo'), "it was written by Unknown method 'copo'; did you mean 'coop'?"),
+    (top(config='n_ctx=4'), "invalid metadata config='n_ctx=4'"),
+    (top(width=True), "invalid metadata width=True"),
+    (top(classnames=[]), "invalid class names: `classnames` is empty"),
+    (top(classnames=['cat', 'dog', 'cat']), "invalid class names: Duplicate class names"),
+    (top(classnames='cat dog sea_lion'), "invalid metadata classnames='cat dog sea_lion'"),
+    (cfg(n_ctx='4'), "n_ctx must be an integer >= 1, got '4'"),
+    (cfg(csc='no'), "csc must be True or False, got 'no'"),
+    (cfg(n_ctx=0), "n_ctx must be an integer >= 1, got 0"),
+    (cfg(class_token_position='back'), "class_token_position must be one of"),
+    (cfg(colour='red'), "its coop settings do not fit"),
+    (cfg(n_ctx=5), "prompt_learner.ctx (4, 32) (needs (5, 32))"),
+    (cfg(csc=True), "(needs (3, 4, 32))"),
+    (top(format_version=99, version='9.0'), "it has format version 99, written by coop_fast 9.0"),
 ]
 
 @pytest.mark.parametrize('change,msg', bad_meta)
 def test_bad_metadata(saved, tmp_path, clip, change, msg):
     f, m, info = saved
-    g = _write(tmp_path/'bad.safetensors', m.prompt_learner.ctx.detach(), _changed(info, **change))
+    g = _write(tmp_path/'bad.safetensors', m.prompt_learner.ctx.detach(), change(info))
     with pytest.raises(ValueError) as e: load_prompt(g, clip)
-    assert msg in str(e.value) and str(g) in str(e.value)
+    assert msg in str(e.value) and str(g) in str(e.value), str(e.value)
 
 def test_bad_context(saved, tmp_path, clip):
     f, m, info = saved
     ctx = m.prompt_learner.ctx.detach().clone()
     ctx[1, 3] = float('nan')
-    with pytest.raises(ValueError, match=r'its context has non-finite values'): load_prompt(_write(tmp_path/'n.safetensors', ctx, info), clip)
-    with pytest.raises(ValueError, match=r'its context has dtype torch.int64'):
+    with pytest.raises(ValueError, match=r'its tensor prompt_learner.ctx has non-finite values'): load_prompt(_write(tmp_path/'n.safetensors', ctx, info), clip)
+    with pytest.raises(ValueError, match=r'its tensor prompt_learner.ctx has dtype torch.int64'):
         load_prompt(_write(tmp_path/'i.safetensors', torch.zeros(4, 32, dtype=torch.long), info), clip)
-    save_file({'other': ctx.nan_to_num()}, tmp_path/'o.safetensors', metadata={'format': prompt_format, 'coop_fast': json.dumps(info)})
-    with pytest.raises(ValueError, match=r"it holds no 'ctx' tensor"): load_prompt(tmp_path/'o.safetensors', clip)
+    with pytest.raises(ValueError, match=r"CoOpModel holds tensors \['prompt_learner.ctx'\]; got \['other'\]"):
+        load_prompt(_write(tmp_path/'o.safetensors', ctx.nan_to_num(), info, name='other'), clip)
     with pytest.raises(ValueError, match=r'its coop_fast metadata is not valid JSON'):
         load_prompt(_write(tmp_path/'j.safetensors', ctx.nan_to_num(), '{"n_ctx": 4,'), clip)
     with pytest.raises(ValueError, match=r'without coop_fast prompt metadata'):
         load_prompt(_write(tmp_path/'f.safetensors', ctx.nan_to_num(), info, fmt='other'), clip)
+
+def test_version_1_file(saved, tmp_path, clip):
+    "A prompt file as coop_fast 0.1 wrote it (format version 1: CoOp's context as 'ctx', its settings at the top) loads as CoOp"
+    f, m, info = saved
+    v1 = {k: v for k, v in info.items() if k not in ('method', 'config')}
+    v1.update(format_version=1, **info['config'])
+    m1 = load_prompt(_write(tmp_path/'v1.safetensors', m.prompt_learner.ctx.detach(), v1, name='ctx'), clip)
+    assert type(m1) is CoOpModel and m1.config() == m.config() and torch.equal(m1.prompt_learner.ctx, m.prompt_learner.ctx)
+    with pytest.raises(ValueError, match="n_ctx must be an integer >= 1, got 0"):
+        load_prompt(_write(tmp_path/'v1b.safetensors', m.prompt_learner.ctx.detach(), {**v1, 'n_ctx': 0}, name='ctx'), clip)
 
 @pytest.mark.parametrize('content,msg', [
     (b'', 'it is not a safetensors file (empty, truncated, or another format)'),
@@ -163,7 +179,7 @@ def test_save_bad_input(clip, saved, tmp_path):
     f, m, info = saved
     with pytest.raises(TypeError, match='`summary` must be a dict, got list'): save_prompt(m, tmp_path/'a', [1])
     with pytest.raises(TypeError, match=r"summary\['fn'\] is a function"): save_prompt(m, tmp_path/'a', dict(fn=lambda: 0))
-    with pytest.raises(TypeError, match='Expected a CoOpModel'): save_prompt('model', tmp_path/'a')
+    with pytest.raises(TypeError, match='Expected a coop_fast PromptModel'): save_prompt('model', tmp_path/'a')
     with pytest.raises(ValueError, match='is a folder'): save_prompt(m, tmp_path)
     bad = CoOpModel(clip, ['cat'], n_ctx=2)
     with torch.no_grad(): bad.prompt_learner.ctx[0, 0] = float('inf')
