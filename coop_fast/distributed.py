@@ -16,26 +16,18 @@ except ImportError as e: raise ImportError("coop_fast.distributed needs Hugging 
 from fastai.distributed import DistributedDL, DistributedTrainer
 from .base import unwrap
 from .prompt import PromptModel
-from .learner import FeatureCache
+from .learner import comm_device, world_size
 
 # %% auto #0
 __all__ = ['ddp_order', 'setup_ddp', 'CoOpDDP', 'sweep_runs', 'sweep_script']
 
 # %% ../nbs/10_distributed.ipynb #b7262ed6
-def _comm_device() -> torch.device:
-    "Device of the tensors the default process group communicates: CPU for gloo and MPI, else this process's GPU"
-    backend = str(dist.get_backend())
-    if 'gloo' in backend or backend == 'mpi': return torch.device('cpu')
-    return torch.device('cuda', torch.cuda.current_device())
-
 @patch
 def _broadcast(self:DistributedDL, t, rank):
     "Broadcast list `t` from `rank` to all processes, on the device the backend needs (fastai's own assumes CUDA)"
-    t = torch.tensor(t, dtype=torch.long, device=_comm_device())
+    t = torch.tensor(t, dtype=torch.long, device=comm_device())
     dist.broadcast(t, rank)
     return t.cpu().tolist()
-
-def _world() -> int: return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 # %% ../nbs/10_distributed.ipynb #64a1eab8
 def ddp_order(idxs:list, # Order of the items (rank 0's, which `DistributedDL` broadcasts)
@@ -73,8 +65,8 @@ def _check_same(m):
     fr = _frozen(m)
     names = [n for n, _ in fr]
     s = torch.stack([torch.stack([t.detach().double().sum(), t.detach().double().abs().sum()]) for _, t in fr]) if fr else torch.zeros(0, 2)
-    s = s.to(_comm_device(), torch.float64)
-    all_s = [torch.empty_like(s) for _ in range(_world())]
+    s = s.to(comm_device(), torch.float64)
+    all_s = [torch.empty_like(s) for _ in range(world_size())]
     dist.all_gather(all_s, s)
     for r, o in enumerate(all_s):
         bad = ((o[:, 0] - all_s[0][:, 0]).abs() > 1e-6 * all_s[0][:, 1] + 1e-9) | ((o[:, 1] - all_s[0][:, 1]).abs() > 1e-6 * all_s[0][:, 1] + 1e-9)
@@ -89,7 +81,7 @@ class CoOpDDP(Callback):
     "DDP for a `PromptModel`: synchronise its trainable tensors only (frozen weights checked once, never broadcast), stop every process on a non-finite loss"
     order = DistributedTrainer.order - 1  # before the model is wrapped, and before `PromptCallback` looks at the loss
     def before_fit(self):
-        self.on = _world() > 1 and bool(self.learn.cbs.filter(risinstance(DistributedTrainer)))
+        self.on = world_size() > 1 and bool(self.learn.cbs.filter(risinstance(DistributedTrainer)))
         if not self.on: return
         m = unwrap(self.model)
         if not isinstance(m, PromptModel): raise TypeError(f"CoOpDDP trains a PromptModel; this Learner's model is a {type(m).__name__}.")
@@ -101,7 +93,7 @@ class CoOpDDP(Callback):
     def after_loss(self):
         if not (self.on and self.training): return
         ok = bool(torch.isfinite(self.loss.detach()).all())
-        bad = torch.tensor([0. if ok else 1.], device=_comm_device())
+        bad = torch.tensor([0. if ok else 1.], device=comm_device())
         dist.all_reduce(bad)
         if bad.item() and ok:
             warnings.warn("The loss of another process is not finite: every process stops.", RuntimeWarning)
@@ -123,41 +115,6 @@ def ddp_ctx(self:Learner, cpu:bool|None=None, # Train on CPU with gloo; default:
     try:
         with self.distrib_ctx(sync_bn=False, cpu=_cpu(cpu), **kwargs): yield self
     finally: self.remove_cb(cb)
-
-# %% ../nbs/10_distributed.ipynb #e2a2dbac
-def _local(dl):
-    "The DataLoader inside fastai's `DistributedDL` wrapper `dl`"
-    return dl.dl if isinstance(dl, DistributedDL) else dl
-
-def _shard(n:int, rank:int, world:int) -> list:
-    "Items of `range(n)` that process `rank` of `world` takes, as `DistributedDL` shards them (padded by repeating)"
-    m = math.ceil(n / world)
-    return [i % n for i in range(rank * m, (rank + 1) * m)] if n else []
-
-def _gather(x, n:int):
-    "The equal-size tensors `x` of all processes, concatenated in rank order, cut to `n` rows, on the CPU"
-    x = x.contiguous().to(_comm_device())
-    xs = [torch.empty_like(x) for _ in range(_world())]
-    dist.all_gather(xs, x)
-    return torch.cat(xs)[:n].cpu()
-
-# %% ../nbs/10_distributed.ipynb #108a201b
-if not getattr(FeatureCache._feats, 'ddp', False):
-    _fc_feats, _fc_train_dl, _fc_valid_dl = FeatureCache._feats, FeatureCache._train_dl, FeatureCache._valid_dl
-
-    @patch
-    def _feats(self:FeatureCache, dl, eval_tfms=False):
-        "Image features and labels of `dl`; under DDP each process computes its shard and all gather them"
-        if _world() == 1: return _fc_feats(self, dl, eval_tfms)
-        idxs = _shard(dl.n, dist.get_rank(), _world())
-        f, y = _fc_feats(self, dl.new(get_idxs=lambda: idxs), eval_tfms)
-        return _gather(f, dl.n), _gather(y, dl.n)
-    FeatureCache._feats.ddp = True
-
-    @patch
-    def _train_dl(self:FeatureCache, dl): return _fc_train_dl(self, _local(dl))
-    @patch
-    def _valid_dl(self:FeatureCache, dl): return _fc_valid_dl(self, _local(dl))
 
 # %% ../nbs/10_distributed.ipynb #bb19d860
 def _listify(x, name):

@@ -22,6 +22,8 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.data.load import DataLoader
 from fastai.data.transforms import Normalize
+from fastai.distributed import DistributedDL
+import torch.distributed as dist
 from .base import unwrap, check_int, check_num, name_list
 from .clip import load_clip, clip_pre
 from .prompt import CoOpModel, PromptModel
@@ -29,8 +31,8 @@ from .methods import Method, register_method
 
 # %% auto #0
 __all__ = ['precisions', 'has_norm', 'NormCheck', 'prepare_clip', 'prompt_splitter', 'PromptCallback', 'DeviceMixedPrecision',
-           'image_features', 'FeatureDL', 'FeatureCache', 'clip_learner', 'coop_learner', 'coop_label', 'coop_lr',
-           'coop_sgd', 'EpochScheduler']
+           'image_features', 'FeatureDL', 'world_size', 'comm_device', 'shard_idxs', 'gather_rows', 'local_dl',
+           'FeatureCache', 'clip_learner', 'coop_learner', 'coop_label', 'coop_lr', 'coop_sgd', 'EpochScheduler']
 
 # %% ../nbs/04_learner.ipynb #89972882
 def _add_clip_norm(dls, pre):
@@ -231,6 +233,33 @@ class FeatureDL(DataLoader):
             v = torch.randint(len(self.feats), (len(i),)) if len(self.feats) > 1 else 0
             yield self.feats[v, i], self.ys[i]
 
+# %% ../nbs/04_learner.ipynb #191c7ab8
+def world_size() -> int:
+    "Number of processes of the default process group (1 without one)"
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+def comm_device() -> torch.device:
+    "Device of the tensors the default process group communicates: CPU for gloo and MPI, else this process's GPU"
+    backend = str(dist.get_backend())
+    if 'gloo' in backend or backend == 'mpi': return torch.device('cpu')
+    return torch.device('cuda', torch.cuda.current_device())
+
+def shard_idxs(n:int, rank:int, world:int) -> list:
+    "Items of `range(n)` that process `rank` of `world` takes, as `DistributedDL` shards them (padded by repeating)"
+    m = math.ceil(n / world)
+    return [i % n for i in range(rank * m, (rank + 1) * m)] if n else []
+
+def gather_rows(x, n:int):
+    "The equal-size tensors `x` of all processes, concatenated in rank order, cut to `n` rows, on the CPU"
+    x = x.contiguous().to(comm_device())
+    xs = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(xs, x)
+    return torch.cat(xs)[:n].cpu()
+
+def local_dl(dl):
+    "The DataLoader inside fastai's `DistributedDL` wrapper `dl` (or `dl` itself)"
+    return dl.dl if isinstance(dl, DistributedDL) else dl
+
 # %% ../nbs/04_learner.ipynb #a813622d
 class FeatureCache(Callback):
     "Train on frozen image features computed once: `n_views` augmented views per training image (0: un-augmented)"
@@ -254,13 +283,20 @@ class FeatureCache(Callback):
         return torch.autocast(dev, dtype=torch.bfloat16 if mp.amp_mode == AMPMode.BF16 else torch.float16)
 
     def _feats(self, dl, eval_tfms=False):
+        "Image features and labels of `dl`; under DDP each process computes its shard and all gather them"
         bar = getattr(self.learn, 'progress', None)  # fastai's `ProgressCallback`, absent under `learn.no_bar()`
-        return image_features(unwrap(self.model), dl, eval_tfms, self.progress and bar is not None, self._autocast(), getattr(bar, 'mbar', None))
+        feats = partial(image_features, unwrap(self.model), eval_tfms=eval_tfms, progress=self.progress and bar is not None,
+                        autocast=self._autocast(), parent=getattr(bar, 'mbar', None))
+        if world_size() == 1: return feats(dl)
+        idxs = shard_idxs(dl.n, dist.get_rank(), world_size())
+        f, y = feats(dl.new(get_idxs=lambda: idxs))
+        return gather_rows(f, dl.n), gather_rows(y, dl.n)
 
     def _key(self, dl): return (id(dl.dataset), len(dl.dataset), self.n_views)
 
     def _train_dl(self, dl):
         "Cached-feature loader for training DataLoader `dl`, after adding one more view if fewer than `n_views` are cached"
+        dl = local_dl(dl)
         key, want = self._key(dl), max(self.n_views, 1)
         if self.train_cache is None or self.train_cache[0] != key: self.train_cache = (key, None, None, 0)
         _, f, y, n = self.train_cache
@@ -274,6 +310,8 @@ class FeatureCache(Callback):
         return FeatureDL(f[:n], y, bs=dl.bs, shuffle=dl.shuffle, drop_last=dl.drop_last, device=dl.device)
 
     def _valid_dl(self, dl):
+        "Cached-feature loader for validation DataLoader `dl`"
+        dl = local_dl(dl)
         if self.valid_cache is None or self.valid_cache[0] != self._key(dl):
             f, y = self._feats(dl)
             self.valid_cache = (self._key(dl), f[None], y)
@@ -291,7 +329,7 @@ class FeatureCache(Callback):
 # %% ../nbs/04_learner.ipynb #ba750326
 defaults.coop_feature_cache = False
 
-# %% ../nbs/04_learner.ipynb #663dcc79
+# %% ../nbs/04_learner.ipynb #c0772d42
 def _cache_cb(model, feature_cache):
     "The `FeatureCache` asked for by `feature_cache` (None: `defaults.coop_feature_cache`), or None"
     if feature_cache is None: feature_cache = defaults.coop_feature_cache
@@ -344,7 +382,7 @@ def coop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
     make = partial(CoOpModel, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position, text_path=text_path)
     return clip_learner(dls, make, arch, pretrained, method='coop', **kwargs)
 
-# %% ../nbs/04_learner.ipynb #fa6e9b81
+# %% ../nbs/04_learner.ipynb #9d4bb6a2
 def coop_label(config:dict) -> str:
     "The paper's name of a CoOp variant, e.g. 'CoOp (M=16, end)' or 'CoOp (M=16, mid, CSC)'"
     pos = config.get('class_token_position', 'end')
