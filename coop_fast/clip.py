@@ -14,7 +14,7 @@ from open_clip.pretrained import list_pretrained_tags_by_model, get_pretrained_c
 
 # %% auto #0
 __all__ = ['test_archs', 'openai_names', 'clip_weights', 'default_tags', 'register_weights', 'register_weights_file',
-           'arch_names', 'resolve_arch', 'ClipPre', 'clip_pre', 'load_clip']
+           'arch_names', 'resolve_arch', 'ClipPre', 'clip_pre', 'WeightsUnavailable', 'resolve_pretrained', 'load_clip']
 
 # %% ../nbs/00_clip.ipynb #e657ce95
 _cfg_dir = Path(coop_fast.__file__).parent/'model_configs'
@@ -88,6 +88,9 @@ def clip_pre(model) -> ClipPre:
 # %% ../nbs/00_clip.ipynb #97fb38ba
 _precisions = ('fp32', 'fp16', 'bf16', 'amp', 'amp_bf16', 'pure_fp16', 'pure_bf16')
 
+class WeightsUnavailable(RuntimeError):
+    "The weights asked for cannot be had here: not cached, and the model hub cannot be reached"
+
 def _offline_msg(arch, pretrained, e):
     return (f"Could not get the {pretrained!r} weights of {arch!r} ({type(e).__name__}: {e}). "
             "This machine looks offline or cannot reach the model hub. Download the weights once on a machine with "
@@ -113,16 +116,32 @@ def _weights(arch, pretrained):
     raise ValueError(f"No weights file {pretrained!r}." if looks_like_path else
                      f"Unknown pretrained tag {pretrained!r} for {arch!r}; known tags: {', '.join(tags) or 'none'}.")
 
+# %% ../nbs/00_clip.ipynb #a238e0cb
+def resolve_pretrained(arch:str, # Architecture name
+                       pretrained:str|None='auto', # A tag or weights file (returned as it is), 'auto', or 'random'/'none'/None
+                      ) -> str|None:
+    "The weights `load_clip` should load for `arch`: `pretrained`, with 'auto' (the default weights) and 'random' (None) resolved"
+    if pretrained in (None, 'random', 'none'): return None
+    if pretrained != 'auto': return pretrained
+    name = resolve_arch(arch)
+    if name in default_tags: return default_tags[name]
+    if 'openai' in list_pretrained_tags_by_model(resolve_arch(arch, 'openai')): return 'openai'
+    tags = ', '.join(list_pretrained_tags_by_model(name)) or 'none known'
+    raise ValueError(f"CLIP {arch!r} has no default weights: give a pretrained tag ({tags}) or a weights file, "
+                     "or 'random' (--pretrained random) for random weights.")
+
 # %% ../nbs/00_clip.ipynb #7126b847
 def load_clip(arch:str='ViT-B-16', # open_clip or OpenAI architecture name (`'ViT-B-16'`, `'ViT-B/16'`, `'RN50'`, `'coop-tiny'`)
-              pretrained:str|None=None, # Pretrained tag (`'openai'`), local checkpoint file, or None for the default/random weights
+              pretrained:str|None=None, # Tag (`'openai'`), checkpoint file, 'auto' (`resolve_pretrained`), 'random', or None: default or random
               device=None, # Device; the GPU when there is one
               precision:str='fp32', # 'fp32', 'fp16', 'bf16' or another open_clip precision
              ):
     "Load a frozen, eval-mode CLIP `arch` with `pretrained` weights; `clip_pre(model)` gives its preprocessing"
     if precision not in _precisions: raise ValueError(f"Unknown precision {precision!r}; use one of {', '.join(_precisions)}.")
+    rand = pretrained in ('random', 'none')
+    if pretrained == 'auto': pretrained = resolve_pretrained(arch)
     name = resolve_arch(arch, pretrained)
-    ckpt, pre = _weights(name, pretrained)
+    ckpt, pre = (None, {}) if rand else _weights(name, pretrained)
     if device is None: device = 'cuda' if torch.cuda.is_available() else 'cpu'
     try:
         with _quiet() if ckpt is None else nullcontext():  # random weights are asked for, not a problem
@@ -130,8 +149,8 @@ def load_clip(arch:str='ViT-B-16', # open_clip or OpenAI architecture name (`'Vi
                                            force_preprocess_cfg=pre or None)
     except RuntimeError as e:
         if ckpt and not os.path.isfile(ckpt) and 'download' in str(e).lower():
-            raise RuntimeError(_offline_msg(arch, pretrained, e)) from None
+            raise WeightsUnavailable(_offline_msg(arch, pretrained, e)) from None
         raise
     model.eval().requires_grad_(False)
-    model.clip_id = dict(arch=name, pretrained=pretrained if pretrained is not None else default_tags.get(name))
+    model.clip_id = dict(arch=name, pretrained=None if rand else pretrained if pretrained is not None else default_tags.get(name))
     return model

@@ -5,23 +5,30 @@
 # %% ../nbs/02_data.ipynb #457a7cd6
 from __future__ import annotations
 import math, random, warnings, operator
+from contextlib import contextmanager
 from pathlib import Path
+import numpy as np, torch
 from PIL import Image
 import torchvision.transforms.functional as TF
-from torchvision.transforms import InterpolationMode
+from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from fastcore.basics import store_attr
+from fastcore.foundation import L
 from fastcore.meta import delegates
 from fastai.data.block import DataBlock, CategoryBlock, TransformBlock
 from fastai.data.core import DataLoaders, TfmdDL
-from fastai.data.transforms import get_files, image_extensions, IntToFloatTensor, Normalize
+from fastai.data.transforms import get_files, image_extensions, IntToFloatTensor, Normalize, Categorize
 from fastai.vision.core import PILImage
 from fastai.vision.augment import RandTransform, FlipItem
 from fastai.torch_core import default_device
+from fasttransform import Transform
+from .base import check_choice, name_list
 from .clip import ClipPre, clip_pre
+from .prompt import clean_classname
 
 # %% auto #0
-__all__ = ['image_exts', 'fake_images', 'image_files', 'folder_items', 'fewshot_items', 'holdout', 'check_images', 'load_rgb',
-           'get_pre', 'clip_resize', 'ClipCrop', 'FewShotDataLoaders', 'fewshot_dls', 'eval_dl']
+__all__ = ['image_exts', 'split_folders', 'fake_images', 'image_files', 'folder_items', 'folder_splits', 'fewshot_items',
+           'holdout', 'split_items', 'check_images', 'load_rgb', 'LoadRGB', 'get_pre', 'clip_resize', 'ClipCrop',
+           'seeded', 'FewShotDL', 'FewShotDataLoaders', 'fewshot_dls', 'eval_dl', 'class_index', 'dl_vocab', 'relabel']
 
 # %% ../nbs/02_data.ipynb #219199c7
 def fake_images(path, # Folder to write `path/<class>/<i>.<ext>` into
@@ -75,6 +82,24 @@ def folder_items(path, # Folder with one sub-folder of images per class
     return items, [c for c in classes if c not in empty]
 
 def _names(xs, n=10): return ', '.join(repr(str(x)) for x in list(xs)[:n]) + (f' and {len(xs)-n} more' if len(xs) > n else '')
+
+# %% ../nbs/02_data.ipynb #6682bc7e
+split_folders = dict(train=('train',), val=('val', 'valid'), test=('test',))  # split -> the folder names it may have
+
+def folder_splits(path, # Image folder
+                 ) -> dict:
+    "The folders of the splits of image folder `path`: those of `train/`, `val/` (or `valid/`), `test/` it has, else {'all': path}"
+    path = _check_dir(path)
+    subs = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith('.'))
+    split_of = {n: s for s, ns in split_folders.items() for n in ns}
+    found = [n for n in subs if n in split_of]
+    if not found: return {'all': path}
+    if others := [n for n in subs if n not in split_of]:
+        raise ValueError(f"{path} mixes split folders ({', '.join(f + '/' for f in found)}) with other folders ({_names(others)}): "
+                         "give either train/ [val/] test/ folders, each with one sub-folder per class, or one sub-folder per class.")
+    res = {}
+    for n in found: res.setdefault(split_of[n], path/n)  # `val/` wins over `valid/`
+    return {s: res[s] for s in split_folders if s in res}
 
 # %% ../nbs/02_data.ipynb #61cec623
 def _rng(seed, what, c): return random.Random(f"{seed}/{what}/{c}")  # str seeds hash with SHA-512: same on any machine
@@ -139,6 +164,25 @@ def holdout(items:list, # (path, class) pairs
         out += [(p, c) for p in ps[:k]]; rest += [(p, c) for p in ps[k:]]
     return rest, out
 
+# %% ../nbs/02_data.ipynb #2894b335
+def split_items(path, # Image folder: one sub-folder per class, or train/ [val/] test/ folders of them
+                split:str='all', # 'train', 'val', 'test' or 'all'
+                test_pct:float=0.2, # Share of each class that is the test split of a folder without split folders
+               ) -> tuple[list, list]:
+    "(image path, class name) pairs of `split` of image folder `path`, and their class names"
+    split = check_choice({'valid': 'val'}.get(split, split), 'split', ('train', 'val', 'test', 'all'))
+    dirs = folder_splits(path)
+    if 'all' in dirs:
+        if split == 'val': raise ValueError(f"{dirs['all']} has no val/ folder (its class folders hold every image).")
+        items, classes = folder_items(dirs['all'])
+        if split != 'all': items = holdout(items, test_pct)[split == 'test']
+        if not items: raise ValueError(f"{dirs['all']} has no {split} images: it has no test/ folder, and test_pct={test_pct} holds none out.")
+        return items, sorted({c for _, c in items})
+    if split != 'all' and split not in dirs:
+        raise ValueError(f"{path} has no {'/ or '.join(split_folders[split])}/ folder; it has {', '.join(d.name + '/' for d in dirs.values())}.")
+    items = [o for s, d in dirs.items() if split in ('all', s) for o in folder_items(d)[0]]
+    return items, sorted({c for _, c in items})
+
 # %% ../nbs/02_data.ipynb #35ce7fbc
 def check_images(paths:list, # Image files
                 ) -> None:
@@ -152,9 +196,14 @@ def check_images(paths:list, # Image files
                              + (' ...' if len(bad) > 5 else '') + ". Remove or replace them.")
 
 def load_rgb(fn) -> PILImage:
-    "Open `fn` (a file, bytes or image) as an RGB `PILImage`; an unreadable file raises an error naming it"
+    "Open `fn` (a file, bytes, array or image) as an RGB `PILImage`; an unreadable file raises an error naming it"
     try: return PILImage.create(fn)
     except Exception as e: raise ValueError(f"Cannot read image {fn}: {type(e).__name__}: {e}") from None
+
+class LoadRGB(Transform):
+    "`load_rgb` as the first transform of the DataLoaders: `learn.predict` and `test_dl` take any of `input_types`"
+    input_types = (str, Path, bytes, np.ndarray, Image.Image)
+    def encodes(self, fn): return load_rgb(fn)
 
 # %% ../nbs/02_data.ipynb #b4262f79
 def get_pre(x=None) -> ClipPre:
@@ -183,17 +232,6 @@ def clip_resize(img:Image.Image, # PIL image
     return TF.center_crop(TF.resize(img, s, interp), s)
 
 # %% ../nbs/02_data.ipynb #c1d99e77
-def _crop_box(w, h, scale, ratio):
-    "torchvision's RandomResizedCrop box (top, left, height, width) for a `w` x `h` image"
-    area, logr = w * h, (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        a, r = area * random.uniform(*scale), math.exp(random.uniform(*logr))
-        cw, ch = round(math.sqrt(a * r)), round(math.sqrt(a / r))
-        if 0 < cw <= w and 0 < ch <= h: return random.randint(0, h - ch), random.randint(0, w - cw), ch, cw
-    r = w / h  # fall back to a centre crop of the nearest allowed ratio
-    cw, ch = (w, round(w / ratio[0])) if r < ratio[0] else (round(h * ratio[1]), h) if r > ratio[1] else (w, h)
-    return (h - ch) // 2, (w - cw) // 2, ch, cw
-
 class ClipCrop(RandTransform):
     "Random resized crop (`scale`, `ratio`) to `pre.size` on the training set; CLIP's resize and centre crop otherwise"
     split_idx, order = None, 1
@@ -206,8 +244,25 @@ class ClipCrop(RandTransform):
     def before_call(self, b, split_idx): self.do, self.is_train = True, split_idx == 0
     def encodes(self, x:Image.Image):
         if not self.is_train: return clip_resize(x, self.pre)
-        top, left, h, w = _crop_box(*x.size, self.scale, self.ratio)
+        top, left, h, w = RandomResizedCrop.get_params(x, self.scale, self.ratio)
         return TF.resized_crop(x, top, left, h, w, [self.pre.size] * 2, _interp(self.pre))
+
+# %% ../nbs/02_data.ipynb #7f3ef1f0
+@contextmanager
+def seeded(seed:int):
+    "Run the block with Python's, NumPy's and torch's CPU generators seeded by `seed`; restore their states afterwards"
+    py, npy, th = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed); np.random.seed(seed % 2**32); torch.default_generator.manual_seed(seed)
+    try: yield
+    finally: random.setstate(py); np.random.set_state(npy); torch.set_rng_state(th)
+
+class FewShotDL(TfmdDL):
+    "fastai `TfmdDL` whose item transforms draw from generators seeded per image and pass: the same augmentation with any number of workers"
+    def before_iter(self):
+        super().before_iter()
+        self.pass_seed = self.rng.getrandbits(62)
+    def do_item(self, s):
+        with seeded(getattr(self, 'pass_seed', 0) ^ ((s or 0) * 0x9E3779B97F4A7C15 % 2**62)): return super().do_item(s)
 
 # %% ../nbs/02_data.ipynb #c4f889cc
 class FewShotDataLoaders(DataLoaders):
@@ -215,14 +270,25 @@ class FewShotDataLoaders(DataLoaders):
     @property
     def test(self): return self.loaders[2] if len(self.loaders) > 2 else None
 
-class _Label:
-    "Class name of each image path (picklable, for `get_y`)"
-    def __init__(self, items): self.d = {Path(p): c for p, c in items}
-    def __call__(self, p): return self.d[Path(p)]
+class _Label(Transform):
+    "Class name of image `p`: its label among `items`, else the name of its folder, which must be one of `vocab`"
+    input_types = (str, Path)
+    def __init__(self, items, vocab):
+        super().__init__()
+        self.d, self.classes = {Path(p): c for p, c in items}, set(vocab)
+    def encodes(self, p):
+        p = Path(p)
+        if (c := self.d.get(p)) is not None: return c
+        if p.parent.name not in self.classes:
+            raise ValueError(f"No label for {p}: it is not one of the DataLoaders' images, and its folder {p.parent.name!r} is not a class "
+                             f"({name_list(sorted(self.classes))}).")
+        return p.parent.name
 
-def _pairs(src, vocab, what):
-    "(Path, class name) pairs from a folder or (path, label) pairs; labels may index `vocab`"
-    if isinstance(src, (str, Path)): return folder_items(src)
+def _pairs(src, vocab, what, split='all'):
+    "(Path, class name) pairs from a folder (its split `split` if it has split folders) or from (path, label) pairs"
+    if isinstance(src, (str, Path)):
+        dirs = folder_splits(src)
+        return folder_items(src) if 'all' in dirs else split_items(src, split)
     try: items = [tuple(o) for o in src]
     except TypeError: raise TypeError(f"`{what}` must be a folder or a list of (image path, label) pairs, got {type(src).__name__}.") from None
     if bad := [o for o in items if len(o) != 2]: raise ValueError(f"`{what}` items must be (image path, label) pairs; got {bad[0]!r}.")
@@ -252,13 +318,19 @@ def _consistent(trainval, test):
     if both := sorted({p for p, _ in trainval} & {p for p, _ in test}):
         warnings.warn(f"{len(both)} test image(s) are also training or validation images, e.g. {both[0]}.", stacklevel=3)
 
-def _first_dir(root, names):
-    return next((root/n for n in names if (root/n).is_dir()), None)
-
 def _dblock(pre, labels, vocab, flip=True, scale=(0.08, 1.)):
-    return DataBlock(blocks=(TransformBlock(type_tfms=load_rgb, batch_tfms=IntToFloatTensor), CategoryBlock(vocab=vocab, sort=False)),
-                     get_y=_Label(labels), item_tfms=[ClipCrop(pre, scale), *([FlipItem(0.5)] if flip else [])],
+    return DataBlock(blocks=(TransformBlock(batch_tfms=IntToFloatTensor), CategoryBlock(vocab=vocab, sort=False)),
+                     get_x=LoadRGB(), get_y=_Label(labels, vocab), item_tfms=[ClipCrop(pre, scale), *([FlipItem(0.5)] if flip else [])],
                      batch_tfms=Normalize.from_stats(pre.mean, pre.std))
+
+def _train_folders(root, valid, test):
+    "Training folder or items, `valid` and `test` of image folder `root`, from its layout"
+    dirs = folder_splits(root)
+    if 'all' in dirs: return root, valid, test
+    if 'train' not in dirs:
+        raise ValueError(f"{root} has no train/ folder to learn from, only {', '.join(d.name + '/' for d in dirs.values())}: it is a test "
+                         "set. Learn from a folder with train/ (or one sub-folder per class), and evaluate on this one with eval_dl.")
+    return dirs['train'], dirs.get('val') if valid is None else valid, dirs.get('test') if test is None else test
 
 # %% ../nbs/02_data.ipynb #3ad7dfb9
 @delegates(DataLoaders.from_dblock, keep=True, but=['dblock', 'source', 'path', 'bs'])
@@ -275,26 +347,22 @@ def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test f
                 flip:bool=True, # Random horizontal flips for training
                 scale:tuple=(0.08, 1.), # Area range of the training crops
                 check:bool=True, # Open the sampled train and valid images now, to name unreadable files early
-                path=None, # `dls.path` (where `learn.save` writes); default the source folder
+                path='.', # `dls.path`, where the learner writes (`save_prompt`, `save`, `export`): the working directory
                 **kwargs
                ) -> FewShotDataLoaders:
     "Few-shot `DataLoaders` of `shots` images per class of `source`, sampled with `seed`, with the transforms of `pre`"
     pre, name, bs = get_pre(pre), 'items', _count(bs, 'bs', none_ok=False)
     if isinstance(source, (str, Path)):
         root = _check_dir(source); name = str(root)
-        if (root/'train').is_dir():
-            source = root/'train'
-            if valid is None: valid = _first_dir(root, ('val', 'valid'))
-            if test is None: test = _first_dir(root, ('test',))
-        path = root if path is None else path
+        source, valid, test = _train_folders(root, valid, test)
     items, classes = _pairs(source, vocab, 'source')
     vocab = _vocab(vocab, classes)
     _unknown(items, vocab, 'The training set')
     if len(vocab) < 2: raise ValueError(f"Few-shot classification needs at least 2 classes; found {len(vocab)}: {_names(vocab)}.")
     if missing := [c for c in vocab if c not in classes]: warnings.warn(f"No training images for class(es) {_names(missing)}.", stacklevel=2)
     if valid is not None:
-        valid = _pairs(valid, vocab, 'valid')[0]; _unknown(valid, vocab, 'The validation set')
-    if test is not None: test = _pairs(test, vocab, 'test')[0]; _unknown(test, vocab, 'The test set')
+        valid = _pairs(valid, vocab, 'valid', 'val')[0]; _unknown(valid, vocab, 'The validation set')
+    if test is not None: test = _pairs(test, vocab, 'test', 'test')[0]; _unknown(test, vocab, 'The test set')
     elif test_pct: items, test = holdout(items, test_pct)
     train, val = fewshot_items(items, shots, seed, n_valid, valid)
     test = test or []
@@ -305,7 +373,7 @@ def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test f
     dblock = _dblock(pre, train + val + test, vocab, flip, scale)
     dblock.splitter = lambda o: splits
     kwargs.setdefault('drop_last', len(train) >= bs)
-    dls = dblock.dataloaders([p for p, _ in train + val + test], bs=bs, path=path or '.', **kwargs)
+    dls = dblock.dataloaders([p for p, _ in train + val + test], bs=bs, path='.' if path is None else path, dl_type=FewShotDL, **kwargs)
     dls = FewShotDataLoaders(*dls.loaders, path=dls.path, device=getattr(dls, '_device', None))
     dls.clip_pre = pre
     dls.fewshot = dict(shots=shots, seed=seed, source=name,
@@ -313,9 +381,10 @@ def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test f
     return dls
 
 # %% ../nbs/02_data.ipynb #3e78e71e
-def eval_dl(source, # Folder with one sub-folder per class, or (image path, label) pairs
+def eval_dl(source, # Image folder (class sub-folders, or split folders), or (image path, label) pairs
             pre=None, # CLIP model, `CoOpModel` or `ClipPre` whose preprocessing to use
             vocab:list|None=None, # Class names in label order; default: sorted class (folder) names
+            split:str='test', # Split of a folder with train/ val/ test/ folders ('all': every one)
             bs:int=64, # Batch size
             num_workers:int|None=None, # Loader processes; default fastai's (one per CPU, up to 16)
             device=None, # Device of the batches; default fastai's `default_device()`
@@ -323,13 +392,62 @@ def eval_dl(source, # Folder with one sub-folder per class, or (image path, labe
            ) -> TfmdDL:
     "Labelled DataLoader of `source` with CLIP's evaluation transforms for `pre`; its `vocab` holds the class names"
     pre = get_pre(pre)
-    items, classes = _pairs(source, vocab, 'source')
+    items, classes = _pairs(source, vocab, 'source', split)
     vocab = _vocab(vocab, classes)
     _unknown(items, vocab, 'The evaluation set')
     if not items: raise ValueError(f"No images to evaluate in {source if isinstance(source, (str, Path)) else '`source`'}.")
+    if len(classes) < 2: raise ValueError(f"The evaluation set has images of {len(classes)} class only ({_names(classes)}); scoring needs "
+                                          "at least 2: give a folder with one sub-folder per class (or a test/ folder of them).")
     dblock = _dblock(pre, items, vocab)
     dblock.splitter = lambda o: [[0], list(range(len(o)))]  # fastai sets pipelines up on the first training item
     dsets = dblock.datasets([p for p, _ in items])
     if device is None: device = default_device()
-    return TfmdDL(dsets.valid, bs=bs, num_workers=num_workers, device=device,
-                  after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kwargs)
+    return FewShotDL(dsets.valid, bs=bs, num_workers=num_workers, device=device,
+                     after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kwargs)
+
+# %% ../nbs/02_data.ipynb #919ddc87
+def class_index(names:list, # Class names of the data, in its label order
+                classes:list, # Class names of the model, in its output order
+                what:str='The data', # The data, in the error message
+               ) -> list:
+    "The index in `classes` of each of `names`, matched by name; an error naming the classes `classes` lacks"
+    classes = [str(c) for c in classes]
+    exact, loose = {c: i for i, c in enumerate(classes)}, {}
+    for i, c in enumerate(classes): loose.setdefault(clean_classname(c), []).append(i)
+    def find(n):
+        if n in exact: return exact[n]
+        m = loose.get(clean_classname(n), [])
+        return m[0] if len(m) == 1 else None
+    names = [str(n) for n in names]
+    idx = [find(n) for n in names]
+    if bad := [n for n, i in zip(names, idx) if i is None]:
+        raise ValueError(f"{what} has {len(bad)} class(es) that the model does not know: {name_list(bad)}. The model's classes: "
+                         f"{name_list(classes)}.")
+    if len(set(names)) < 2: raise ValueError(f"{what} has {len(set(names))} class ({name_list(names)}); scoring needs at least 2.")
+    return idx
+
+def dl_vocab(dl) -> list|None:
+    "The class names of DataLoader `dl` (fastai's `dl.vocab`), or None"
+    try: v = dl.vocab
+    except (AttributeError, TypeError, IndexError): return None
+    if isinstance(v, (list, L)) and len(v) and not isinstance(v[0], str): v = v[-1]  # several categorical outputs: the last
+    return None if v is None else [str(o) for o in v]
+
+def relabel(dl, # A fastai `TfmdDL` whose labels are `Categorize`d
+            classes:list, # Class names its labels should index
+            what:str='The DataLoader', # The DataLoader, in error messages
+           ) -> bool:
+    "Make the labels of `dl` index `classes`, matching its class names by name; False when `dl` has no class names"
+    v = dl_vocab(dl)
+    if v is None: return False
+    classes = [str(c) for c in classes]
+    if v == classes: return True
+    idx, new = class_index(v, classes, what), list(classes)
+    for n, i in zip(v, idx): new[i] = n  # the data's spelling, which its labels hold
+    tl = dl.dataset.tls[-1]
+    if not any(isinstance(f, Categorize) for f in tl.tfms.fs):
+        raise TypeError(f"{what} has classes {name_list(v)}, not the model's, and no fastai `Categorize` to relabel by name.")
+    cat = Categorize(vocab=new, sort=False)
+    tl.tfms.fs = L(cat if isinstance(f, Categorize) else f for f in tl.tfms.fs)  # a new list: loaders that share the old one keep it
+    tl.tfms.categorize = cat
+    return True
