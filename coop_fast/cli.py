@@ -6,16 +6,15 @@
 from __future__ import annotations
 import os, sys, math, time, difflib, warnings, tempfile, importlib.util
 from contextlib import nullcontext
-from json import dumps as _dumps, loads as _loads
+from json import dumps as _dumps
 from pathlib import Path
 from fastcore.script import call_parse, anno_parser, Param
 import coop_fast
 
 # %% auto #0
-__all__ = ['commands', 'user_errors', 'positions', 'subsamples', 'result_kind', 'mixed', 'pure', 'command', 'overview', 'main',
-           'parse_classnames', 'resolve_pretrained', 'write_atomic', 'write_text', 'save_fig', 'parse_hp',
-           'method_kwargs', 'cli_train', 'cli_eval', 'cli_predict', 'read_results', 'aggregate', 'markdown_table',
-           'cli_results', 'cli_methods', 'cli_demo']
+__all__ = ['commands', 'user_errors', 'positions', 'subsamples', 'mixed', 'pure', 'command', 'overview', 'main',
+           'parse_classnames', 'write_atomic', 'write_text', 'save_fig', 'default_threads', 'parse_hp', 'method_kwargs',
+           'cli_train', 'cli_eval', 'cli_predict', 'cli_results', 'cli_methods', 'cli_demo']
 
 # %% ../nbs/09_cli.ipynb #1b080971
 commands = {}  # subcommand name -> its `call_parse` function
@@ -127,26 +126,16 @@ def _source(source:str, root:str|None) -> tuple:
         from coop_fast.datasets import get_spec
         return 'dataset', get_spec(source).name
     p = Path(source).expanduser()
-    if p.is_dir(): return 'folder', p
+    if p.is_dir():
+        from coop_fast.data import folder_splits
+        folder_splits(p)  # a folder that mixes split and class folders is refused here
+        return 'folder', p
     if p.exists(): raise NotADirectoryError(f"{p} is a file; give a folder of images (one sub-folder per class) or a dataset name with --root.")
     from coop_fast.datasets import get_spec
     try: name = get_spec(source).name
     except ValueError: name = None
     if name: raise ValueError(f"{source!r} is the benchmark dataset {name}: pass --root, the folder that holds its data.")
     raise FileNotFoundError(f"No image folder {p} (for a benchmark dataset, give its name and --root).")
-
-# %% ../nbs/09_cli.ipynb #81c6395e
-def resolve_pretrained(arch:str, pretrained:str|None) -> str|None:
-    "The weights `load_clip` should load for `arch`: `pretrained`, with 'auto' and 'random' resolved"
-    if pretrained in (None, 'random', 'none'): return None
-    if pretrained != 'auto': return pretrained
-    from coop_fast.clip import resolve_arch, default_tags
-    from open_clip.pretrained import list_pretrained_tags_by_model
-    name = resolve_arch(arch)
-    if name in default_tags: return default_tags[name]
-    if 'openai' in list_pretrained_tags_by_model(resolve_arch(arch, 'openai')): return 'openai'
-    raise ValueError(f"CLIP {arch!r} has no default weights: pass --pretrained with a tag ({', '.join(list_pretrained_tags_by_model(name)) or 'none known'}) "
-                     "or a weights file, or --pretrained random for random weights.")
 
 # %% ../nbs/09_cli.ipynb #dd3ebfe9
 _umask = os.umask(0); os.umask(_umask)
@@ -177,35 +166,30 @@ def save_fig(fig, path) -> Path:
     finally: plt.close(fig)
 
 # %% ../nbs/09_cli.ipynb #7d5f45db
-result_kind = 'coop_fast.result'  # 'kind' of a result record
+def default_threads() -> int:
+    "Threads for PyTorch by default: half the CPUs this process may use, at least 1"
+    n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return max(1, n // 2)
 
-def _scores(model, dl, precision='fp32'):
-    "Class probabilities and targets of `model` on the labelled batches of `dl`"
-    import torch
-    dev = next(model.clip.parameters()).device
-    dt = {'fp16': torch.float16, 'amp': torch.float16, 'bf16': torch.bfloat16, 'amp_bf16': torch.bfloat16}.get(precision)
-    ps, ts = [], []
-    with torch.no_grad(), (torch.autocast(dev.type, dtype=dt) if dt else nullcontext()):
-        for xb, yb in dl:
-            ps.append(model(xb.to(dev)).float().softmax(-1).cpu())
-            ts.append(torch.as_tensor(yb).as_subclass(torch.Tensor).cpu())
-    if not ps: raise ValueError("There are no test images to evaluate on.")
-    return torch.cat(ps), torch.cat(ts)
-
-def _stats(probs, targs, names) -> tuple:
-    "Accuracy, macro-F1 (over the classes present or predicted) and per-class table"
-    from coop_fast.interpret import class_stats
-    preds = probs.argmax(1)
-    st = class_stats(preds, targs, names)
-    seen = [i for i in range(len(names)) if (targs == i).any() or (preds == i).any()]
-    return dict(accuracy=float((preds == targs).float().mean()), macro_f1=float(st.f1.iloc[seen].mean()), n=len(targs)), st
-
-def _per_class(st) -> dict:
-    return {c: dict(n=int(n), accuracy=float(a)) for c, n, a in zip(st['class'], st['n'], st.accuracy)}
-
-def _record(**kw) -> dict: return dict(kind=result_kind, version=coop_fast.__version__, time=time.time(), **kw)
+class _threads:
+    "Run PyTorch on `n` threads (None: `default_threads()`) inside the block"
+    def __init__(self, n): _check_int('threads', n); self.n = n or default_threads()
+    def __enter__(self):
+        import torch
+        self.old = torch.get_num_threads(); torch.set_num_threads(self.n)
+    def __exit__(self, *a):
+        import torch
+        torch.set_num_threads(self.old)
 
 def _pct(x): return f"{100 * x:.1f}%"
+
+def _load_clip(arch, weights, device, precision, fix):
+    "`load_clip`, with one line that says what to do (`fix`) when the weights cannot be had here"
+    from coop_fast.clip import load_clip, WeightsUnavailable
+    try: return load_clip(arch, 'random' if weights is None else weights, device=device, precision=precision)
+    except WeightsUnavailable:
+        raise ValueError(f"The {weights!r} weights of CLIP {arch} are not on this machine, and the model hub cannot be reached "
+                         f"(offline?). {fix}") from None
 
 def _load(prompt, names=None, device=None, precision='fp32'):
     "`load_prompt`, re-creating a random-weight CLIP as training did: from the seed the prompt file records"
@@ -214,7 +198,10 @@ def _load(prompt, names=None, device=None, precision='fp32'):
     info = read_prompt(prompt)[1]
     seed = info['summary'].get('seed')
     if info['pretrained'] is None and isinstance(seed, int): set_seed(seed)
-    return load_prompt(prompt, classnames=names, device=device, precision=precision if precision in pure else 'fp32'), info
+    fix = ("Copy the weights into open_clip's cache (~/.cache/huggingface) from a machine with internet, or evaluate on the "
+           "machine that trained the prompt.")
+    clip = _load_clip(info['arch'], info['pretrained'], device, precision if precision in pure else 'fp32', fix)
+    return load_prompt(prompt, clip, classnames=names), info
 
 # %% ../nbs/09_cli.ipynb #7f30db9c
 mixed = ('fp16', 'amp', 'bf16', 'amp_bf16')
@@ -262,13 +249,33 @@ def _out_file(out) -> Path:
     if not os.access(out.parent, os.W_OK): raise PermissionError(f"Cannot write to folder {out.parent}.")
     return out
 
-def _train_dls(kind, src, root, clip, shots, seed, bs, test_pct, subsample, workers, device):
+def _train_dls(kind, src, root, pre, shots, seed, bs, test_pct, subsample, workers, device, check=True):
     from coop_fast.data import fewshot_dls
     from coop_fast.datasets import dataset_dls
-    kw = dict(bs=bs, device=device, **({} if workers is None else dict(num_workers=workers)))
-    if kind == 'dataset': return dataset_dls(src, root, clip, shots, seed, subsample=subsample, **kw)
+    kw = dict(bs=bs, device=device, check=check, **({} if workers is None else dict(num_workers=workers)))
+    if kind == 'dataset': return dataset_dls(src, root, pre, shots, seed, subsample=subsample, **kw)
     if subsample != 'all': raise ValueError("--subsample base/new splits the classes of a benchmark dataset; give a dataset name and --root.")
-    return fewshot_dls(src, clip, shots, seed, test_pct=test_pct, **kw)
+    return fewshot_dls(src, pre, shots, seed, test_pct=test_pct, **kw)
+
+def _check_data(kind, src, root, shots, seed, bs, test_pct, subsample) -> bool:
+    "Check the few-shot split that training will make, and its images, before any weights are loaded; whether it has a test set"
+    from coop_fast.clip import ClipPre
+    from coop_fast.data import check_images
+    dls = _train_dls(kind, src, root, ClipPre(), shots, seed, bs, test_pct, subsample, 0, 'cpu')
+    test = dls.test if getattr(dls, 'test', None) is not None and len(dls.test.items) else None
+    if test is None: warnings.warn("There is no test split (--test_pct 0 and no test/ folder): reporting the validation accuracy.")
+    check_images(list((test or dls.valid).items))
+    return test is not None
+
+def _check_unfinished(ckpt, resume):
+    "Refuse to start over a checkpoint of an unfinished run unless `resume`"
+    if resume or not ckpt.exists(): return
+    from coop_fast.checkpoint import read_checkpoint
+    try: info = read_checkpoint(ckpt)[1]
+    except ValueError as e: raise ValueError(f"{e} Delete it to start a new run.") from None
+    if info['epoch'] < info['n_epoch']:
+        raise ValueError(f"{ckpt} holds an unfinished run ({info['epoch']} of {info['n_epoch']} epochs done): continue it with "
+                         "--resume, or delete the file to start over.")
 
 @command
 def cli_train(source:str, # Image folder (a sub-folder of images per class, or train/ [val/] test/ folders of them), or a dataset name with --root
@@ -276,7 +283,7 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
               out:str='prompt.safetensors', # Prompt file to write; the results go to OUT with .json, the checkpoint with .ckpt.safetensors
               method:str='coop', # Method (coop-fast methods lists them): coop, cocoop, kgcoop, ...
               shots:int=16, # Training images per class
-              seed:int=1, # Seed of the few-shot sample, the prompt's initialisation and the training
+              seed:int=1, # Seed of the few-shot sample, the prompt's initialisation, the augmentation and the training order
               arch:str='ViT-B-16', # CLIP architecture: an open_clip or OpenAI name (ViT-B-16, ViT-B/16, RN50, ...)
               pretrained:str='auto', # CLIP weights: a tag, a weights file, auto (the architecture's default, else openai) or random
               n_ctx:int=None, # Number of context vectors; default the method's (CoOp: 16)
@@ -291,7 +298,8 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
               feature_cache:int=None, # Cache the frozen image features: N augmented views per image (0: the plain view); default off
               subsample:str='all', # Classes of a benchmark dataset: all, base (first half) or new (second half)
               test_pct:float=0.2, # Share of each class held out as test set, for a folder without test/
-              workers:int=None, # DataLoader worker processes; default fastai's
+              workers:int=None, # DataLoader worker processes; default fastai's (the results do not depend on it)
+              threads:int=None, # PyTorch CPU threads; default half the CPUs (the results do not depend on it)
               device:str=None, # Device: cpu, cuda, cuda:1, ...; default the GPU if there is one
               resume:bool=False, # Continue the interrupted run whose checkpoint is next to OUT
               plot:bool=False, # Save PNGs next to OUT: training curves, confusion matrix, per-class accuracy
@@ -306,34 +314,45 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     _check_pct(test_pct); _check_choice('subsample', subsample, subsamples)
     if class_token_position is not None: _check_choice('class_token_position', class_token_position, positions)
     _check_choice('precision', precision, ('fp32',) + mixed + pure)
+    with _threads(threads):
+        return _train(source, root, out, method, shots, seed, arch, pretrained, hp, epochs, lr, bs, precision, feature_cache,
+                      subsample, test_pct, workers, device, resume, plot, label, json, quiet,
+                      dict(n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position))
+
+def _train(source, root, out, method, shots, seed, arch, pretrained, hp, epochs, lr, bs, precision, feature_cache,
+           subsample, test_pct, workers, device, resume, plot, label, json, quiet, given):
     from coop_fast.methods import get_method  # imports PyTorch: after the checks that need none
+    from coop_fast.clip import resolve_pretrained
     m = get_method(method)
-    opts = method_kwargs(m, hp, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position)
+    opts = method_kwargs(m, hp, **given)
     out, quiet = _out_file(out), quiet or json  # JSON on stdout: no bars or tables there
     ckpt, rec_file = out.with_suffix('.ckpt.safetensors'), out.with_suffix('.json')
     kind, src = _source(source, root)
     epochs = epochs or m.epochs(shots, src if kind == 'dataset' else None)
     lr, bs = lr or m.lr, bs or m.bs
+    device, weights = _check_device(device), resolve_pretrained(arch, pretrained)
+    if m.fit is not None: _check_unfinished(ckpt, resume)
     t0 = time.time()
+    has_test = _check_data(kind, src, root, shots, seed, bs, test_pct, subsample)
 
     from fastai.torch_core import set_seed
-    from coop_fast.clip import load_clip
-    from coop_fast.data import check_images
+    from coop_fast.data import folder_splits
     from coop_fast.export import save_prompt
+    from coop_fast.experiments import scores, eval_stats, per_class, result_record
     import coop_fast.checkpoint  # noqa: F401 (`Learner.fit_resumable`)
-    device, weights = _check_device(device), resolve_pretrained(arch, pretrained)
     set_seed(seed)
-    clip = load_clip(arch, weights, device=device, precision=precision if precision in pure else 'fp32')
-    dls = _train_dls(kind, src, root, clip, shots, seed, bs, test_pct, subsample, workers, device)
-    test_dl, split = (dls.test, 'test') if getattr(dls, 'test', None) is not None and len(dls.test.items) else (dls.valid, 'valid')
-    if split == 'valid': warnings.warn("There is no test split (--test_pct 0 and no test/ folder): reporting the validation accuracy.")
-    check_images(list(test_dl.items))
+    fix = "Train offline with --arch coop-tiny (the small CLIP that ships with coop_fast), or give a weights file: --pretrained FILE."
+    clip = _load_clip(arch, weights, device, precision if precision in pure else 'fp32', fix)
+    dls = _train_dls(kind, src, root, clip, shots, seed, bs, test_pct, subsample, workers, device, check=False)
+    test_dl, split = (dls.test, 'test') if has_test else (dls.valid, 'valid')
     set_seed(seed)
     learn = m.learner(dls, clip_model=clip, precision='fp32' if precision in pure else precision,
                       feature_cache=False if feature_cache is None else feature_cache, path=out.parent, **opts)
     learn.precision = precision
     dataset = src if kind == 'dataset' else src.name
-    config = dict(data=str(src if kind == 'dataset' else src.resolve()), dataset=dataset, subsample=subsample, test_pct=test_pct,
+    data = str(src if kind == 'dataset' else src.resolve())
+    test_pct = test_pct if kind == 'folder' and 'all' in folder_splits(src) else None  # a setting only where it holds out the test set
+    config = dict(data=data, dataset=dataset, subsample=subsample, test_pct=test_pct,
                   method=m.name, shots=shots, seed=seed, arch=arch, pretrained=weights, bs=bs, precision=precision,
                   feature_cache=feature_cache, **opts)
     if m.fit is not None:
@@ -344,19 +363,20 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
         raise ValueError(f"{stopped} No prompt file was written" + (f"; {out} is unchanged." if out.exists() else '.'))
     from coop_fast.interpret import plot_training, plot_confusion, plot_class_accuracy
     if plot and m.fit is not None: save_fig(plot_training(learn), out.with_suffix('.training.png'))
-    probs, targs = _scores(learn.model, test_dl, precision)
     names = list(learn.model.classnames)
-    res, st = _stats(probs, targs, names)
+    probs, targs = scores(learn.model, test_dl, precision, classes=list(dls.vocab))
+    res, st = eval_stats(probs, targs, names)
     cfg = learn.model.config()
     label = label or m.describe(cfg)
     s = learn.coop_summary
     summary = {**s, **dict(label=label, dataset=dataset, lr=lr, bs=bs, precision=precision, split=split,
                            test_accuracy=res['accuracy'], test_macro_f1=res['macro_f1'], n_test=res['n'])}
     save_prompt(learn.model, out, summary, m.name)
-    rec = _record(command='train', method=m.name, label=label, dataset=dataset, subsample=subsample, shots=shots, seed=seed,
-                  arch=s.get('arch'), pretrained=weights, **cfg, epochs=epochs if m.fit else 0, lr=lr, bs=bs, precision=precision,
-                  feature_cache=feature_cache, split=split, **res, valid_accuracy=s.get('accuracy'), per_class=_per_class(st),
-                  prompt=str(out.resolve()), n_train=s.get('n_train'), seconds=round(time.time() - t0, 1))
+    rec = result_record(command='train', method=m.name, label=label, dataset=dataset, data=data, subsample=subsample, test_pct=test_pct,
+                        trained_on=dataset, shots=shots, seed=seed, arch=s.get('arch'), pretrained=weights, **cfg,
+                        epochs=epochs if m.fit else 0, lr=lr, bs=bs, precision=precision, feature_cache=feature_cache, split=split,
+                        **res, valid_accuracy=s.get('accuracy'), per_class=per_class(st), prompt=str(out.resolve()),
+                        n_train=s.get('n_train'), seconds=round(time.time() - t0, 1))
     write_text(rec_file, _dumps(rec, indent=1, allow_nan=False))
     if plot:
         save_fig(plot_confusion(probs, targs, names), out.with_suffix('.confusion.png'))
@@ -367,44 +387,50 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     return rec
 
 # %% ../nbs/09_cli.ipynb #3e507f9f
-def _folder_items(src:Path, split:str, test_pct:float) -> tuple:
-    "(path, class) pairs of `split` of image folder `src`, and the class names"
-    from coop_fast.data import folder_items, holdout
-    if (src/'train').is_dir():
-        splits = {'train': ['train'], 'val': ['val', 'valid'], 'test': ['test'], 'all': ['train', 'val', 'valid', 'test']}
-        _check_choice('split', split, tuple(splits))
-        items, classes = [], set()
-        for d in splits[split]:
-            if (src/d).is_dir():
-                i, c = folder_items(src/d); items += i; classes |= set(c)
-        if not items: raise ValueError(f"{src} has no {split!r} images (no {'/ or '.join(splits[split])}/ folder with images).")
-        return items, sorted(classes)
-    _check_choice('split', split, ('test', 'all'))
-    items, classes = folder_items(src)
-    if split == 'test': items = holdout(items, test_pct)[1]
-    if not items: raise ValueError(f"{src} has no test images: no test/ folder, and --test_pct {test_pct} holds none out.")
-    return items, classes
-
 def _eval_data(kind, src, root, split, subsample, test_pct):
-    "(items, class names of the labels, dataset name) to evaluate on"
+    "(items, dataset name) to evaluate on"
     if kind == 'dataset':
         from coop_fast.datasets import dataset_items
         items, names = dataset_items(src, root, split, subsample)
-        return items, names, src
+        return [(p, names[y]) for p, y in items], src
     if subsample != 'all': raise ValueError("--subsample base/new splits the classes of a benchmark dataset; give a dataset name and --root.")
-    items, classes = _folder_items(src, split, test_pct)
-    return items, classes, src.name
+    from coop_fast.data import split_items
+    _check_choice('split', split, ('test', 'all', 'train', 'val'))
+    return split_items(src, split, test_pct)[0], src.name
+
+def _prompted(classnames, prompt_classes, info, items) -> tuple:
+    "The class names to prompt, which the data's classes are matched to, and the renaming of data classes `data=text` entries give"
+    given = parse_classnames(classnames)
+    if given is not None:
+        parts = [n.partition('=') for n in given]
+        return [b.strip() if eq else a for a, eq, b in parts], {a.strip(): b.strip() for a, eq, b in parts if eq}, '--classnames'
+    if prompt_classes: return list(info['classnames']), {}, "the prompt's classes"
+    return sorted({c for _, c in items}), {}, ''
+
+def _by_name(items, names, rename, dataset, known):
+    "`items` labelled by the class of `names` of the same name, or one error listing the classes `names` lacks"
+    from coop_fast.data import class_index
+    data = sorted({rename.get(c, c) for _, c in items})
+    idx = class_index(data, names, dataset, known or 'the classes prompted')
+    to = {c: names[i] for c, i in zip(data, idx)}
+    return [(p, to[rename.get(c, c)]) for p, c in items]
+
+def _plot_base(prompt, out, dataset, split) -> str:
+    "Path stem of `eval --plot`'s PNGs: OUT's, else the prompt's with the data and split; never the training run's"
+    return str(out.with_suffix('')) if out is not None else str(prompt.with_suffix('')) + f'.{dataset}.{split}'
 
 @command
 def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_prompt`
              source:str, # Image folder, or a benchmark dataset name with --root
              root:str=None, # Data root of the benchmark datasets; SOURCE is then a dataset name
              split:str='test', # Split: test (for a plain folder: its held-out part), all, or train/val of a dataset or a train/ val/ test/ folder
-             classnames:str=None, # Class names to prompt in label order: comma-separated, or a file with one per line; default the data's
+             classnames:str=None, # Class names to prompt, by the data's names ('name=text' renames): comma-separated or a file; default the data's
+             prompt_classes:bool=False, # Classify among the prompt's own classes (the data's matched to them by name), not the data's
              subsample:str='all', # Classes of a benchmark dataset: all, base or new
              test_pct:float=0.2, # Share of each class held out as test set, for a folder without test/ (as in training)
              bs:int=64, # Batch size
              workers:int=None, # DataLoader worker processes; default fastai's
+             threads:int=None, # PyTorch CPU threads; default half the CPUs
              device:str=None, # Device; default the GPU if there is one
              precision:str='fp32', # fp32; autocast fp16 or bf16; half-precision weights pure_fp16 or pure_bf16
              out:str=None, # Save the result record as this JSON file, for `coop-fast results`
@@ -419,38 +445,51 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
     if out is not None:
         out = Path(out).expanduser()
         if out.is_dir(): raise IsADirectoryError(f"--out {out} is a folder; give a file name such as {out/'result.json'}.")
-    names = parse_classnames(classnames)
+        if out.resolve() == prompt.with_suffix('.json').resolve():
+            raise ValueError(f"--out {out} is the result record of the training run of {prompt.name}; give another file name.")
+    with _threads(threads): return _eval(prompt, source, root, split, classnames, prompt_classes, subsample, test_pct, bs, workers,
+                                         device, precision, out, plot, json)
+
+def _eval(prompt, source, root, split, classnames, prompt_classes, subsample, test_pct, bs, workers, device, precision, out, plot, json):
     kind, src = _source(source, root)
-    from coop_fast.data import eval_dl, check_images
+    from coop_fast.data import eval_dl, check_images, folder_splits
     from coop_fast.export import read_prompt
-    read_prompt(prompt)  # a bad prompt file is named before the data is read
-    items, vocab, dataset = _eval_data(kind, src, root, split, subsample, test_pct)
-    if names is not None and len(names) != len(vocab):
-        raise ValueError(f"--classnames has {len(names)} names, but {dataset} has {len(vocab)} classes "
-                         f"({', '.join(map(str, vocab[:5]))}{', ...' if len(vocab) > 5 else ''}).")
-    names = names or [str(v) for v in vocab]
+    from coop_fast.experiments import scores, eval_stats, per_class, result_record
+    info = read_prompt(prompt)[1]  # a bad prompt file is named before the data is read
+    items, dataset = _eval_data(kind, src, root, split, subsample, test_pct)
+    names, rename, known = _prompted(classnames, prompt_classes, info, items)
+    items = _by_name(items, names, rename, dataset, known)
     check_images([p for p, _ in items])
-    model, info = _load(prompt, names, _check_device(device), precision)
-    dl = eval_dl(items, model, vocab=vocab, bs=bs, num_workers=workers, device=next(model.clip.parameters()).device)
-    probs, targs = _scores(model, dl, precision)
-    res, st = _stats(probs, targs, names)
+    model, info = _load(prompt, None if names == info['classnames'] else names, _check_device(device), precision)
+    dl = eval_dl(items, model, vocab=names, bs=bs, num_workers=workers, device=next(model.clip.parameters()).device)
+    probs, targs = scores(model, dl, precision)
+    res, st = eval_stats(probs, targs, names)
     s = info['summary']
     from coop_fast.methods import get_method
     label = s.get('label') or get_method(info['method']).describe(info['config'])
-    rec = _record(command='eval', method=info['method'], label=label, dataset=dataset, subsample=subsample, trained_on=s.get('dataset'),
-                  shots=s.get('shots'), seed=s.get('seed'), arch=info['arch'], pretrained=info['pretrained'], **info['config'],
-                  split=split, **res, per_class=_per_class(st), prompt=str(prompt.resolve()), classnames=names)
+    data = src if kind == 'dataset' else str(src.resolve())
+    rec = result_record(command='eval', method=info['method'], label=label, dataset=dataset, data=data, subsample=subsample,
+                        test_pct=test_pct if kind == 'folder' and split != 'all' and 'all' in folder_splits(src) else None,
+                        trained_on=s.get('dataset'), shots=s.get('shots'), seed=s.get('seed'), arch=info['arch'],
+                        pretrained=info['pretrained'], **info['config'], epochs=s.get('epochs'), lr=s.get('lr'), bs=s.get('bs'),
+                        split=split, **res, per_class=per_class(st), prompt=str(prompt.resolve()), classnames=names)
     if out is not None: write_text(out, _dumps(rec, indent=1, allow_nan=False))
     if plot:
         from coop_fast.interpret import plot_confusion, plot_class_accuracy
-        base = out if out is not None else prompt.with_name(f'{prompt.stem}.{dataset}')
-        save_fig(plot_confusion(probs, targs, names), base.with_suffix('.confusion.png'))
-        save_fig(plot_class_accuracy(probs, targs, names), base.with_suffix('.class_accuracy.png'))
-    if json: print(_dumps(rec, indent=1))
-    else:
-        print(f"{prompt.name} ({label}) on {dataset}, {split} split, {res['n']} images: accuracy {_pct(res['accuracy'])}, "
-              f"macro-F1 {res['macro_f1']:.3f}\n")
-        print(st.to_string(index=False, float_format=lambda x: f'{x:.3f}'))
+        base = _plot_base(prompt, out, dataset, split)
+        save_fig(plot_confusion(probs, targs, names), f'{base}.confusion.png')
+        save_fig(plot_class_accuracy(probs, targs, names), f'{base}.class_accuracy.png')
+    if json:
+        print(_dumps(rec, indent=1))
+        return rec
+    print(f"{prompt.name} ({label}) on {dataset}, {split} split, {res['n']} images: accuracy {_pct(res['accuracy'])}, "
+          f"macro-F1 {res['macro_f1']:.3f}\n")
+    print(st.to_string(index=False, float_format=lambda x: f'{x:.3f}'))
+    if res['absent']: print(f"\nNot in the data, so not scored: {len(res['absent'])} of the {len(names)} classes prompted "
+                            f"({', '.join(res['absent'])}).")
+    if not known and names != info['classnames']:
+        print(f"\nPrompted the data's {len(names)} classes; the prompt was learned on {len(info['classnames'])}. --prompt_classes "
+              "classifies among those.")
     return rec
 
 # %% ../nbs/09_cli.ipynb #df85727a
@@ -469,6 +508,7 @@ def cli_predict(prompt:str, # Prompt file
                 images:Param("Image files, or folders of them", nargs='+'),
                 classnames:str=None, # Class names to prompt: comma-separated, or a file with one per line; default the prompt's
                 bs:int=64, # Batch size
+                threads:int=None, # PyTorch CPU threads; default half the CPUs
                 device:str=None, # Device; default the GPU if there is one
                 probs:bool=False, # Add the probability of every class
                 skip_bad:bool=False, # Skip unreadable images with a warning, instead of stopping
@@ -479,61 +519,13 @@ def cli_predict(prompt:str, # Prompt file
     names = parse_classnames(classnames)
     items = _images(images)
     from coop_fast.export import predict
-    df = predict(_load(prompt, names, _check_device(device))[0], items, bs=bs, with_probs=probs, skip_bad=skip_bad)
+    with _threads(threads): df = predict(_load(prompt, names, _check_device(device))[0], items, bs=bs, with_probs=probs, skip_bad=skip_bad)
     df = df.drop(columns='idx').rename(columns={'label': 'class', 'prob': 'probability'})
     if json: print(df.to_json(orient='records', indent=1))
     else: print(df.to_string(index=False, float_format=lambda x: f'{x:.3f}'))
     return df
 
 # %% ../nbs/09_cli.ipynb #76ffec45
-def read_results(paths:list, # Result JSON files, or folders of them (searched recursively)
-                ) -> list:
-    "The result records in `paths`; other JSON files in the folders are skipped with a warning"
-    recs, skipped = [], []
-    for p in map(lambda x: Path(x).expanduser(), paths):
-        if not p.exists(): raise FileNotFoundError(f"No result file or folder {p}.")
-        for f in (sorted(p.rglob('*.json')) if p.is_dir() else [p]):
-            try: r = _loads(f.read_text())
-            except (ValueError, UnicodeDecodeError):
-                if not p.is_dir(): raise ValueError(f"{f} is not a JSON file.") from None
-                r = None
-            if not isinstance(r, dict) or r.get('kind') != result_kind or not isinstance(r.get('accuracy'), (int, float)):
-                if not p.is_dir(): raise ValueError(f"{f} is not a coop_fast result record (written by coop-fast train or eval --out).")
-                skipped.append(f.name); continue
-            recs.append({'label': r.get('method'), **r})  # records of coop_fast 0.1 name the variant `method`
-    if skipped: warnings.warn(f"Skipped {len(skipped)} JSON file(s) that are not coop_fast result records, e.g. {skipped[0]}.")
-    if not recs: raise ValueError(f"No coop_fast result records in {', '.join(map(str, paths))}.")
-    return recs
-
-def aggregate(recs:list, # Result records
-              by:list=('dataset', 'label', 'shots'), # Columns to group the runs by
-              metrics:list=('accuracy', 'macro_f1'), # Columns to average
-              ci95:bool=False, # 95% confidence interval (1.96 std / sqrt(runs)) instead of the standard deviation
-             ):
-    "Runs, mean and standard deviation (or 95% interval) of `metrics` per group `by` of result records `recs`"
-    import numpy as np, pandas as pd
-    df = pd.DataFrame(recs).sort_values('time', kind='stable')
-    key = [c for c in ('prompt', 'dataset', 'split', 'subsample') if c in df]
-    n = len(df); df = df.drop_duplicates(key, keep='last')
-    if len(df) < n: warnings.warn(f"{n - len(df)} record(s) measure a prompt already measured on the same data; counted once.")
-    by, metrics = list(by), [m for m in metrics if m in df]
-    if missing := [c for c in by if c not in df]: raise ValueError(f"The records have no column {', '.join(missing)}; group by some of {', '.join(df.columns)}.")
-    spread = (lambda x: 1.96 * np.std(x) / np.sqrt(len(x))) if ci95 else np.std
-    g = df.groupby(by, dropna=False, sort=True)
-    res = g.size().rename('runs').to_frame()
-    for m in metrics: res[f'{m}_mean'], res[f'{m}_{"ci95" if ci95 else "std"}'] = g[m].mean(), g[m].agg(spread)
-    return res.reset_index(), df
-
-def markdown_table(df, by:list, metrics:list, ci95:bool=False) -> str:
-    "`aggregate`'s table in markdown, metrics in percent as 'mean ± spread'"
-    s = 'ci95' if ci95 else 'std'
-    head = [*by, 'runs', *(f'{m} (%)' for m in metrics)]
-    rows = [[str(r[c]) for c in by] + [str(r['runs'])] + [f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_{s}']:.1f}" for m in metrics]
-            for _, r in df.iterrows()]
-    w = [max(len(x) for x in col) for col in zip(head, *rows)]
-    line = lambda xs: '| ' + ' | '.join(x.ljust(n) for x, n in zip(xs, w)) + ' |'
-    return '\n'.join([line(head), '|' + '|'.join('-' * (n + 2) for n in w) + '|', *map(line, rows)])
-
 @command
 def cli_results(paths:Param("Result JSON files written by coop-fast train or eval --out, or folders of them", nargs='+'),
                 by:str='dataset,label,shots', # Columns to group the runs by, comma-separated
@@ -545,13 +537,13 @@ def cli_results(paths:Param("Result JSON files written by coop-fast train or eva
     "Aggregate runs into mean ± std per dataset, method and shots: the table papers report"
     by = [c.strip() for c in by.split(',') if c.strip()]
     if not by: raise ValueError("--by names no column.")
+    from coop_fast.experiments import read_results, aggregate, markdown_table
     table, runs = aggregate(read_results(paths), by, ci95=ci95)
-    metrics = [m for m in ('accuracy', 'macro_f1') if f'{m}_mean' in table]
     if csv: write_atomic(csv, lambda t: table.to_csv(t, index=False))
     if plot:
         from coop_fast.interpret import plot_shots
-        save_fig(plot_shots(runs, y='accuracy', x='shots', hue='label', col='dataset'), plot)
-    print(table.to_json(orient='records', indent=1) if json else markdown_table(table, by, metrics, ci95))
+        save_fig(plot_shots(runs, y='accuracy', x='shots', hue='variant', col='dataset'), plot)
+    print(table.to_json(orient='records', indent=1) if json else markdown_table(table, ci95=ci95))
     return table
 
 # %% ../nbs/09_cli.ipynb #c3cb1937

@@ -5,7 +5,6 @@
 # %% ../nbs/00_clip.ipynb #9f9818bf
 from __future__ import annotations
 import os, json, difflib, logging
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 import torch, open_clip
@@ -98,8 +97,9 @@ def _offline_msg(arch, pretrained, e):
             f"load_clip({arch!r}, '/path/to/weights.pt').")
 
 class _quiet:
-    "Silence open_clip's warning about random weights"
-    def __enter__(self): logging.disable(logging.WARNING)
+    "Silence open_clip's log up to `level`: its warning about random weights, its error before a failed download (we raise our own)"
+    def __init__(self, level=logging.WARNING): self.level = level
+    def __enter__(self): logging.disable(self.level)
     def __exit__(self, *a): logging.disable(logging.NOTSET)
 
 def _weights(arch, pretrained):
@@ -144,7 +144,7 @@ def load_clip(arch:str='ViT-B-16', # open_clip or OpenAI architecture name (`'Vi
     ckpt, pre = (None, {}) if rand else _weights(name, pretrained)
     if device is None: device = 'cuda' if torch.cuda.is_available() else 'cpu'
     try:
-        with _quiet() if ckpt is None else nullcontext():  # random weights are asked for, not a problem
+        with _quiet(logging.WARNING if ckpt is None else logging.ERROR):  # random weights are asked for, not a problem
             model = open_clip.create_model(name, pretrained=ckpt, device=device, precision=precision,
                                            force_preprocess_cfg=pre or None)
     except RuntimeError as e:

@@ -409,6 +409,7 @@ def eval_dl(source, # Image folder (class sub-folders, or split folders), or (im
 def class_index(names:list, # Class names of the data, in its label order
                 classes:list, # Class names of the model, in its output order
                 what:str='The data', # The data, in the error message
+                known:str="the model's classes", # `classes`, in the error message
                ) -> list:
     "The index in `classes` of each of `names`, matched by name; an error naming the classes `classes` lacks"
     classes = [str(c) for c in classes]
@@ -421,8 +422,7 @@ def class_index(names:list, # Class names of the data, in its label order
     names = [str(n) for n in names]
     idx = [find(n) for n in names]
     if bad := [n for n, i in zip(names, idx) if i is None]:
-        raise ValueError(f"{what} has {len(bad)} class(es) that the model does not know: {name_list(bad)}. The model's classes: "
-                         f"{name_list(classes)}.")
+        raise ValueError(f"{what} has {len(bad)} class(es) that are not among {known}: {name_list(bad)} ({known}: {name_list(classes)}).")
     if len(set(names)) < 2: raise ValueError(f"{what} has {len(set(names))} class ({name_list(names)}); scoring needs at least 2.")
     return idx
 

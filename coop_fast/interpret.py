@@ -11,6 +11,7 @@ from pathlib import Path
 import torch, torch.nn.functional as F
 import pandas as pd
 import matplotlib.pyplot as plt
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from PIL import Image
 from fastai.learner import Learner
 from .clip import clip_pre
@@ -85,17 +86,15 @@ def _preds_targs(preds, targets, n_cls=None):
     return preds.long(), targets.long(), n_cls
 
 def confusion(preds, targets, n_cls:int|None=None) -> torch.Tensor:
-    "Confusion matrix `(n_cls, n_cls)` of `preds` against `targets`: rows actual, columns predicted"
+    "Confusion matrix `(n_cls, n_cls)` of `preds` against `targets`: rows actual, columns predicted (scikit-learn's)"
     p, t, n = _preds_targs(preds, targets, n_cls)
-    return torch.bincount(t * n + p, minlength=n * n).view(n, n)
+    return torch.as_tensor(confusion_matrix(t.numpy(), p.numpy(), labels=list(range(n))))
 
 def class_stats(preds, targets, classnames:list) -> pd.DataFrame:
-    "Per-class count `n`, `accuracy` (recall), `precision` and `f1` of `preds` against `targets`"
-    cm = confusion(preds, targets, len(classnames)).double()
-    tp = cm.diag()
-    rec, prec = tp / cm.sum(1).clamp(min=1), tp / cm.sum(0).clamp(min=1)
-    f1 = torch.where(rec + prec > 0, 2 * rec * prec / (rec + prec), torch.zeros_like(rec))
-    return pd.DataFrame({'class': list(classnames), 'n': cm.sum(1).long().tolist(), 'accuracy': rec.tolist(),
+    "Per-class count `n`, `accuracy` (recall), `precision` and `f1` of `preds` against `targets` (scikit-learn's; 0 where undefined)"
+    p, t, n = _preds_targs(preds, targets, len(classnames))
+    prec, rec, f1, support = precision_recall_fscore_support(t.numpy(), p.numpy(), labels=list(range(n)), zero_division=0)
+    return pd.DataFrame({'class': list(classnames), 'n': support.tolist(), 'accuracy': rec.tolist(),
                          'precision': prec.tolist(), 'f1': f1.tolist()})
 
 # %% ../nbs/07_interpret.ipynb #e593fdf9

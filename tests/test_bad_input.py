@@ -13,7 +13,8 @@ from coop_fast.datasets import dataset_dls, dataset_dl, fake_dataset
 from coop_fast.learner import coop_learner
 from coop_fast.prompt import CoOpModel
 from coop_fast.export import save_prompt, load_prompt, read_prompt, predict
-from coop_fast.checkpoint import read_checkpoint
+from coop_fast.checkpoint import read_checkpoint, ckpt_format
+from coop_fast.export import save_tensors
 import coop_fast.cli as cli
 from coop_fast.cli import main
 
@@ -35,6 +36,9 @@ def e(tmp_path_factory):
     t = tmp_path_factory.mktemp('bad')
     e = types.SimpleNamespace(tmp=t, imgs=fake_images(t/'imgs', n=6), clip=load_clip('coop-test-vit', device='cpu'))
     e.one = fake_images(t/'one', classes=('cat',), n=3)
+    e.other = fake_images(t/'other', classes=('cat', 'tree', 'car'), n=2)
+    e.testonly = fake_images(t/'testonly'/'test', n=2).parent
+    e.mixed = fake_images(t/'mixed', n=2); fake_images(t/'mixed'/'test', n=1)
     e.flat = t/'flat'; e.flat.mkdir(); Image.new('RGB', (8, 8)).save(e.flat/'x.png')
     e.empty = t/'empty'; e.empty.mkdir()
     e.nodir = t/'nodir'; e.nodir.mkdir(); (e.nodir/'cat').mkdir()
@@ -45,6 +49,9 @@ def e(tmp_path_factory):
     assert run('train', e.imgs, '--shots', 2, '--epochs', 1, '--out', t/'p.safetensors', *TINY)[0] == 0
     assert run('train', e.imgs, '--shots', 2, '--epochs', 1, '--csc', '--out', t/'csc.safetensors', *TINY)[0] == 0
     e.prompt, e.csc, e.ckpt = t/'p.safetensors', t/'csc.safetensors', t/'p.ckpt.safetensors'
+    tensors, info = read_checkpoint(e.ckpt)  # a run of 3 epochs that stopped after 1
+    e.unfinished = t/'unfinished.safetensors'
+    save_tensors(t/'unfinished.ckpt.safetensors', tensors, {'format': ckpt_format, 'coop_fast': json.dumps({**info, 'n_epoch': 3})})
     (t/'pickle.safetensors').write_bytes(pickle.dumps({'ctx': [0.0]}))
     torch.save({'ctx': torch.zeros(4, 32)}, t/'torch.safetensors')
     (t/'text.safetensors').write_text('hello')
@@ -190,6 +197,15 @@ cmd = [
     ('train: out not safetensors', lambda e: ['train', e.imgs, '--out', e.tmp/'p.pt', *T], "--out must be a .safetensors file name, got 'p.pt'"),
     ('train: unreadable image', lambda e: ['train', e.bad, '--shots', 6, '--test_pct', 0, *T], '1 image file(s) cannot be read: {tmp}/badimgs/cat/0.jpg'),
     ('train: one class', lambda e: ['train', e.one, *T], 'Few-shot classification needs at least 2 classes'),
+    ('train: a test set only', lambda e: ['train', e.testonly, *T], 'has no train/ folder to learn from, only test/'),
+    ('train: split and class folders mixed', lambda e: ['train', e.mixed, *T], 'mixes split folders (test/) with other folders'),
+    ('train: data checked before weights', lambda e: ['train', e.bad, '--shots', 6, '--test_pct', 0, '--arch', 'ViT-B-16', '--device', 'cpu'],
+     '1 image file(s) cannot be read: {tmp}/badimgs/cat/0.jpg'),
+    ('train: weights offline', lambda e: ['train', e.imgs, '--arch', 'ViT-B-16', '--device', 'cpu', '--workers', 0],
+     "The 'openai' weights of CLIP ViT-B-16 are not on this machine, and the model hub cannot be reached (offline?). Train offline with --arch coop-tiny"),
+    ('train: unfinished checkpoint', lambda e: ['train', e.imgs, '--shots', 2, '--epochs', 1, '--out', e.unfinished, *T],
+     'holds an unfinished run (1 of 3 epochs done): continue it with --resume, or delete the file to start over'),
+    ('train: threads < 1', lambda e: ['train', e.imgs, *T, '--threads', 0], '--threads must be a positive integer, got 0'),
     ('train: images at top level', lambda e: ['train', e.flat, *T], 'has no class sub-folders'),
     ('train: empty folder', lambda e: ['train', e.empty, *T], 'has no class sub-folders'),
     ('train: empty class folders', lambda e: ['train', e.nodir, *T], 'Few-shot classification needs at least 2 classes; found 0'),
@@ -203,12 +219,15 @@ cmd = [
     ('eval: prompt is a torch.save file', lambda e: ['eval', e.tmp/'torch.safetensors', e.imgs], 'it is a zip archive'),
     ('eval: prompt is text', lambda e: ['eval', e.tmp/'text.safetensors', e.imgs], 'it is not a safetensors file'),
     ('eval: data missing', lambda e: ['eval', e.prompt, e.tmp/'nope'], 'No image folder'),
-    ('eval: csc prompt, other classes', lambda e: ['eval', e.csc, e.imgs, '--classnames', 'tree,car,boat', '--device', 'cpu'], 'class-specific context (csc=True)'),
-    ('eval: classnames count', lambda e: ['eval', e.prompt, e.imgs, '--classnames', 'a,b'], '--classnames has 2 names, but imgs has 3 classes (bird, cat, dog)'),
+    ('eval: csc prompt, other classes', lambda e: ['eval', e.csc, e.imgs, '--classnames', 'bird=tree,cat=car,dog=boat', '--device', 'cpu'], 'class-specific context (csc=True)'),
+    ('eval: classnames miss data classes', lambda e: ['eval', e.prompt, e.imgs, '--classnames', 'a,b'], "imgs has 3 class(es) that are not among --classnames: 'bird', 'cat', 'dog'"),
+    ('eval: data classes unknown to the prompt', lambda e: ['eval', e.prompt, e.other, '--prompt_classes', '--split', 'all'], "other has 2 class(es) that are not among the prompt's classes: 'car', 'tree'"),
+    ('eval: one class', lambda e: ['eval', e.prompt, e.one, '--split', 'all'], "one has 1 class ('cat'); scoring needs at least 2"),
     ('eval: classnames empty', lambda e: ['eval', e.prompt, e.imgs, '--classnames', ',,'], "--classnames ',,' has no class names"),
     ('eval: classnames repeated', lambda e: ['eval', e.prompt, e.imgs, '--classnames', 'a,b,a'], "repeats 'a'"),
     ('eval: classnames empty file', lambda e: ['eval', e.prompt, e.imgs, '--classnames', e.tmp/'empty.txt'], '--classnames file {tmp}/empty.txt has no class names'),
-    ('eval: unknown split', lambda e: ['eval', e.prompt, e.imgs, '--split', 'val'], "Unknown --split 'val'; did you mean 'all'? Use one of test, all."),
+    ('eval: unknown split', lambda e: ['eval', e.prompt, e.imgs, '--split', 'valid'], "Unknown --split 'valid'; did you mean 'val'? Use one of test, all, train, val."),
+    ('eval: no val folder', lambda e: ['eval', e.prompt, e.imgs, '--split', 'val'], "imgs has no val/ folder (its class folders hold every image)"),
     ('eval: no test images', lambda e: ['eval', e.prompt, e.imgs, '--test_pct', 0], 'has no test images'),
     ('eval: dataset split', lambda e: ['eval', e.prompt, 'ImageNetV2', '--root', e.root, '--split', 'train'], "ImageNetV2 has no 'train' split"),
     ('eval: unreadable image', lambda e: ['eval', e.prompt, e.bad, '--split', 'all'], '1 image file(s) cannot be read'),

@@ -5,7 +5,8 @@ import pytest, torch
 from fastcore.basics import defaults
 from fastai.callback.core import Callback
 import coop_fast
-from coop_fast.cli import main, commands, result_kind
+from coop_fast.cli import main, commands
+from coop_fast.experiments import result_kind
 from coop_fast.checkpoint import read_checkpoint
 from coop_fast.data import fake_images, fewshot_items, folder_items
 from coop_fast.datasets import fake_dataset
