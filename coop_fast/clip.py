@@ -33,7 +33,7 @@ clip_weights = {}  # (arch, tag) -> dict(file=..., mean=..., std=..., interpolat
 default_tags = {}  # arch -> tag used when `pretrained` is None
 
 def register_weights(arch:str, tag:str, file, default=False, **preprocess):
-    "Register a local weights `file` for `arch` under `tag`, with its `preprocess` settings"
+    "Register a local weights `file` for `arch` under `tag`, with its `preprocess` settings (and `augment=False` for no training augmentation)"
     clip_weights[(arch, tag)] = dict(file=str(file), **preprocess)
     if default: default_tags[arch] = tag
 
@@ -68,12 +68,13 @@ def resolve_arch(arch:str, pretrained:str|None=None) -> str:
 # %% ../nbs/00_clip.ipynb #ef715dc7
 @dataclass(frozen=True)
 class ClipPre:
-    "Image preprocessing a CLIP model expects: `size`, `mean`, `std`, `interpolation`, `resize_mode`"
+    "Image preprocessing a CLIP model expects: `size`, `mean`, `std`, `interpolation`, `resize_mode`, training `augment`ation"
     size: int = 224
     mean: tuple = open_clip.OPENAI_DATASET_MEAN
     std: tuple = open_clip.OPENAI_DATASET_STD
     interpolation: str = 'bicubic'
     resize_mode: str = 'shortest'
+    augment: bool = True
 
 def clip_pre(model) -> ClipPre:
     "Preprocessing settings of open_clip `model` (or of the CLIP inside a `CoOpModel`)"
@@ -82,7 +83,8 @@ def clip_pre(model) -> ClipPre:
     size = cfg.get('size', getattr(model.visual, 'image_size', 224))
     size = size[0] if isinstance(size, (tuple, list)) else size
     return ClipPre(size=int(size), mean=tuple(cfg.get('mean', ClipPre.mean)), std=tuple(cfg.get('std', ClipPre.std)),
-                   interpolation=cfg.get('interpolation', 'bicubic'), resize_mode=cfg.get('resize_mode', 'shortest'))
+                   interpolation=cfg.get('interpolation', 'bicubic'), resize_mode=cfg.get('resize_mode', 'shortest'),
+                   augment=getattr(model, 'clip_augment', True))
 
 # %% ../nbs/00_clip.ipynb #97fb38ba
 _precisions = ('fp32', 'fp16', 'bf16', 'amp', 'amp_bf16', 'pure_fp16', 'pure_bf16')
@@ -142,6 +144,7 @@ def load_clip(arch:str='ViT-B-16', # open_clip or OpenAI architecture name (`'Vi
     if pretrained == 'auto': pretrained = resolve_pretrained(arch)
     name = resolve_arch(arch, pretrained)
     ckpt, pre = (None, {}) if rand else _weights(name, pretrained)
+    augment = pre.pop('augment', True)
     if device is None: device = 'cuda' if torch.cuda.is_available() else 'cpu'
     try:
         with _quiet(logging.WARNING if ckpt is None else logging.ERROR):  # random weights are asked for, not a problem
@@ -152,5 +155,6 @@ def load_clip(arch:str='ViT-B-16', # open_clip or OpenAI architecture name (`'Vi
             raise WeightsUnavailable(_offline_msg(arch, pretrained, e)) from None
         raise
     model.eval().requires_grad_(False)
+    model.clip_augment = augment
     model.clip_id = dict(arch=name, pretrained=None if rand else pretrained if pretrained is not None else default_tags.get(name))
     return model

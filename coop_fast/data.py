@@ -197,8 +197,11 @@ def check_images(paths:list, # Image files
 
 def load_rgb(fn) -> PILImage:
     "Open `fn` (a file, bytes, array or image) as an RGB `PILImage`; an unreadable file raises an error naming it"
-    try: return PILImage.create(fn)
-    except Exception as e: raise ValueError(f"Cannot read image {fn}: {type(e).__name__}: {e}") from None
+    try:
+        if isinstance(fn, np.ndarray): fn = Image.fromarray(fn)
+        return PILImage(fn.convert('RGB')) if isinstance(fn, Image.Image) else PILImage.create(fn)
+    except Exception as e: raise ValueError(f"Cannot read image {fn if isinstance(fn, (str, Path)) else type(fn).__name__}: "
+                                            f"{type(e).__name__}: {e}") from None
 
 class LoadRGB(Transform):
     "`load_rgb` as the first transform of the DataLoaders: `learn.predict` and `test_dl` take any of `input_types`"
@@ -236,14 +239,14 @@ class ClipCrop(RandTransform):
     "Random resized crop (`scale`, `ratio`) to `pre.size` on the training set; CLIP's resize and centre crop otherwise"
     split_idx, order = None, 1
     def __init__(self, pre:ClipPre, # Preprocessing settings of the model
-                 scale:tuple=(0.08, 1.), # Range of the crop's area, as a fraction of the image
+                 scale:tuple|None=(0.08, 1.), # Range of the crop's area, as a fraction of the image; None: no random crop
                  ratio:tuple=(3/4, 4/3), # Range of the crop's aspect ratio
                 ):
         super().__init__(p=1.)
         store_attr('pre,scale,ratio')
     def before_call(self, b, split_idx): self.do, self.is_train = True, split_idx == 0
     def encodes(self, x:Image.Image):
-        if not self.is_train: return clip_resize(x, self.pre)
+        if not self.is_train or self.scale is None: return clip_resize(x, self.pre)
         top, left, h, w = RandomResizedCrop.get_params(x, self.scale, self.ratio)
         return TF.resized_crop(x, top, left, h, w, [self.pre.size] * 2, _interp(self.pre))
 
@@ -269,6 +272,12 @@ class FewShotDataLoaders(DataLoaders):
     "fastai `DataLoaders` with a labelled test set as `test` (`dls[2]`) and the split's description as `fewshot`"
     @property
     def test(self): return self.loaders[2] if len(self.loaders) > 2 else None
+    def new_empty(self):
+        "These DataLoaders without their items (what `learn.export` keeps), with their `fewshot` and `clip_pre`"
+        res = super().new_empty()
+        for a in ('fewshot', 'clip_pre'):
+            if hasattr(self, a): setattr(res, a, getattr(self, a))
+        return res
 
 class _Label(Transform):
     "Class name of image `p`: its label among `items`, else the name of its folder, which must be one of `vocab`"
@@ -318,7 +327,7 @@ def _consistent(trainval, test):
     if both := sorted({p for p, _ in trainval} & {p for p, _ in test}):
         warnings.warn(f"{len(both)} test image(s) are also training or validation images, e.g. {both[0]}.", stacklevel=3)
 
-def _dblock(pre, labels, vocab, flip=True, scale=(0.08, 1.)):
+def _dblock(pre, labels, vocab, flip=False, scale=None):
     return DataBlock(blocks=(TransformBlock(batch_tfms=IntToFloatTensor), CategoryBlock(vocab=vocab, sort=False)),
                      get_x=LoadRGB(), get_y=_Label(labels, vocab), item_tfms=[ClipCrop(pre, scale), *([FlipItem(0.5)] if flip else [])],
                      batch_tfms=Normalize.from_stats(pre.mean, pre.std))
@@ -344,14 +353,16 @@ def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test f
                 test_pct:float=0.2, # Fraction of each class held out as test set when there is no test folder
                 vocab:list|None=None, # Class names in label order; default: sorted class (folder) names
                 bs:int=32, # Batch size
-                flip:bool=True, # Random horizontal flips for training
-                scale:tuple=(0.08, 1.), # Area range of the training crops
+                flip:bool|None=None, # Random horizontal flips for training; default `pre.augment`
+                scale:tuple|None=None, # Area range of the training crops; default (0.08, 1) if `pre.augment`, else no crops
                 check:bool=True, # Open the sampled train and valid images now, to name unreadable files early
                 path='.', # `dls.path`, where the learner writes (`save_prompt`, `save`, `export`): the working directory
                 **kwargs
                ) -> FewShotDataLoaders:
     "Few-shot `DataLoaders` of `shots` images per class of `source`, sampled with `seed`, with the transforms of `pre`"
     pre, name, bs = get_pre(pre), 'items', _count(bs, 'bs', none_ok=False)
+    flip = pre.augment if flip is None else flip
+    scale = ((0.08, 1.) if pre.augment else None) if scale is None else scale
     if isinstance(source, (str, Path)):
         root = _check_dir(source); name = str(root)
         source, valid, test = _train_folders(root, valid, test)
@@ -436,13 +447,14 @@ def dl_vocab(dl) -> list|None:
 def relabel(dl, # A fastai `TfmdDL` whose labels are `Categorize`d
             classes:list, # Class names its labels should index
             what:str='The DataLoader', # The DataLoader, in error messages
+            known:str="the model's classes", # `classes`, in error messages
            ) -> bool:
     "Make the labels of `dl` index `classes`, matching its class names by name; False when `dl` has no class names"
     v = dl_vocab(dl)
     if v is None: return False
     classes = [str(c) for c in classes]
     if v == classes: return True
-    idx, new = class_index(v, classes, what), list(classes)
+    idx, new = class_index(v, classes, what, known), list(classes)
     for n, i in zip(v, idx): new[i] = n  # the data's spelling, which its labels hold
     tl = dl.dataset.tls[-1]
     if not any(isinstance(f, Categorize) for f in tl.tfms.fs):

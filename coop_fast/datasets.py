@@ -262,7 +262,6 @@ def dataset_dls(name:str, # Dataset name (see `dataset_specs`)
     train, names = dataset_items(spec, root, 'train', subsample)
     valid = dataset_items(spec, root, 'val', subsample)[0] if 'val' in spec.splits else None
     test = dataset_items(spec, root, 'test', subsample)[0]
-    kwargs.setdefault('path', Path(root).expanduser()/spec.folder)
     dls = fewshot_dls(train, pre, shots, seed, valid=valid, test=test, vocab=names, **kwargs)
     dls.fewshot.update(source=spec.name, dataset=spec.name, subsample=subsample)
     return dls

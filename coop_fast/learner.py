@@ -4,17 +4,20 @@
 
 # %% ../nbs/04_learner.ipynb #91e1dbe0
 from __future__ import annotations
-import math, warnings
+import re, math, pickle, warnings
 from contextlib import nullcontext
 from functools import partial
+from pathlib import Path
 import torch, torch.nn as nn
 from torch.amp import GradScaler
 from fastcore.basics import store_attr, patch, defaults, risinstance, first, chunked
 from fastcore.foundation import L
 from fastcore.meta import delegates
 from fastprogress.fastprogress import progress_bar
+from fastcore.xtras import PrettyString
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelFitException
+import fastai.callback.hook  # noqa: F401 (`Learner.summary`)
 from fastai.callback.schedule import ParamScheduler, LRFinder
 from fastai.callback.fp16 import MixedPrecision, AMPMode
 from fastai.optimizer import SGD
@@ -23,16 +26,19 @@ from fastai.metrics import accuracy
 from fastai.data.load import DataLoader
 from fastai.data.transforms import Normalize
 from fastai.distributed import DistributedDL
+from fastai.torch_core import rank_distrib
 import torch.distributed as dist
-from .base import unwrap, check_int, check_num, name_list
+from .base import unwrap, check_int, check_num, name_list, write_atomic
 from .clip import load_clip, clip_pre
+from .data import relabel
 from .prompt import CoOpModel, PromptModel
 from .methods import Method, register_method
 
 # %% auto #0
-__all__ = ['precisions', 'has_norm', 'NormCheck', 'prepare_clip', 'prompt_splitter', 'PromptCallback', 'DeviceMixedPrecision',
-           'image_features', 'FeatureDL', 'world_size', 'comm_device', 'shard_idxs', 'gather_rows', 'local_dl',
-           'FeatureCache', 'clip_learner', 'coop_learner', 'coop_label', 'coop_lr', 'coop_sgd', 'EpochScheduler']
+__all__ = ['precisions', 'has_norm', 'NormCheck', 'prepare_clip', 'prompt_splitter', 'PromptCallback', 'ClassMap',
+           'DeviceMixedPrecision', 'image_features', 'FeatureDL', 'world_size', 'comm_device', 'shard_idxs',
+           'gather_rows', 'local_dl', 'FeatureCache', 'ClipLearner', 'clip_learner', 'coop_learner', 'coop_label',
+           'coop_lr', 'coop_sgd', 'EpochScheduler']
 
 # %% ../nbs/04_learner.ipynb #89972882
 def _add_clip_norm(dls, pre):
@@ -187,6 +193,15 @@ class PromptCallback(Callback):
             s.update({n: float(v) for n, v in zip(rec.metric_names[1:], rec.values[-1]) if v is not None})
         self.learn.coop_summary = s
 
+# %% ../nbs/04_learner.ipynb #291cfbf9
+class ClassMap(Callback):
+    "Score any DataLoader by class name: relabel one whose classes differ from the learner's onto the learner's classes"
+    order = -9  # before `FeatureCache` puts in its cached features
+    def __init__(self, vocab:list): self.vocab = [str(v) for v in vocab]  # the learner's classes, in the order of its outputs
+    def before_validate(self):
+        "Relabel `self.dl` onto the learner's classes, by name, when its `vocab` is another"
+        relabel(self.dl, self.vocab, 'The DataLoader being scored', "the learner's classes")
+
 # %% ../nbs/04_learner.ipynb #61e76f3c
 class DeviceMixedPrecision(MixedPrecision):
     "fastai's `MixedPrecision` (`amp_mode` 'fp16' or 'bf16') on the model's own device, CPU included"
@@ -329,6 +344,36 @@ class FeatureCache(Callback):
 # %% ../nbs/04_learner.ipynb #ba750326
 defaults.coop_feature_cache = False
 
+# %% ../nbs/04_learner.ipynb #7bcc6176
+class ClipLearner(Learner):
+    "fastai `Learner` for a `PromptModel`: `summary` counts its trainable tensors; `export` never leaves a partial file or a changed learner"
+    def summary(self):
+        "fastai's summary, with the totals counted from the model: its `trainable()` tensors trainable, the rest frozen"
+        m = unwrap(self.model)
+        train = m.trainable()
+        total, n = sum(p.numel() for p in m.parameters()), sum(p.numel() for p in train.values())
+        totals = (f"Total params: {total:,}\nTotal trainable params: {n:,} "
+                  f"({', '.join(f'{k} {tuple(p.shape)}' for k, p in train.items())})\nTotal non-trainable params: {total - n:,}\n")
+        return PrettyString(re.sub(r"Total params: .*\nTotal trainable params: .*\nTotal non-trainable params: [^\n]*\n", totals,
+                                   super().summary()))
+
+    def export(self, fname='export.pkl', # File name, relative to `learn.path` (or absolute)
+               pickle_module=pickle, pickle_protocol=2):
+        "Pickle the learner, without its items, optimizer state and cached features, to `self.path/fname` for `load_learner`"
+        if rank_distrib(): return None  # only the main process writes
+        self._end_cleanup()
+        dls, opt, caches = self.dls, self.opt, [(c, c.train_cache, c.valid_cache) for c in self.cbs.filter(risinstance(FeatureCache))]
+        try:
+            self.dls, self.opt = dls.new_empty(), None
+            for c, *_ in caches: c.reset()
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')  # PyTorch's warning about pickled source code
+                return write_atomic(Path(self.path)/fname, lambda t: torch.save(self, t, pickle_module=pickle_module,
+                                                                               pickle_protocol=pickle_protocol))
+        finally:
+            self.dls, self.opt = dls, opt
+            for c, tr, va in caches: c.train_cache, c.valid_cache = tr, va
+
 # %% ../nbs/04_learner.ipynb #c0772d42
 def _cache_cb(model, feature_cache):
     "The `FeatureCache` asked for by `feature_cache` (None: `defaults.coop_feature_cache`), or None"
@@ -343,7 +388,7 @@ def _cache_cb(model, feature_cache):
 def clip_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
                  make_model, # `make_model(clip, classnames)` -> a `PromptModel`
                  arch='ViT-B-16', # CLIP architecture name, or an open_clip model already loaded
-                 pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                 pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                  precision:str='fp32', # 'fp32'; autocast 'fp16'/'bf16'; or half weights 'pure_fp16'/'pure_bf16'
                  classnames:list|None=None, # Names for the prompts, in `dls.vocab` order; default `dls.vocab`
                  clip_model=None, # An open_clip model already loaded (instead of `arch`)
@@ -358,9 +403,10 @@ def clip_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
     "A `Learner` that trains the prompt of `make_model(clip, classnames)` for the classes of `dls` on a frozen CLIP"
     clip, names = prepare_clip(dls, arch, pretrained, clip_model, precision, classnames, normalize)
     model = make_model(clip, names)
-    cbs = L(cbs) + PromptCallback() + NormCheck() + L(_cache_cb(model, feature_cache))
+    vocab = getattr(dls, 'vocab', None)
+    cbs = L(cbs) + PromptCallback() + NormCheck() + L(_cache_cb(model, feature_cache)) + L(vocab is not None and ClassMap(vocab) or None)
     if precision in _mixed: cbs.append(DeviceMixedPrecision(_mixed[precision]))
-    learn = Learner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), metrics=metrics, splitter=splitter, cbs=cbs, **kwargs)
+    learn = ClipLearner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), metrics=metrics, splitter=splitter, cbs=cbs, **kwargs)
     clip_id = getattr(clip, 'clip_id', {})
     learn.arch, learn.pretrained = clip_id.get('arch', type(clip).__name__), clip_id.get('pretrained')
     learn.precision, learn.method = precision, method
@@ -370,8 +416,8 @@ def clip_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
 # %% ../nbs/04_learner.ipynb #d52b4943
 @delegates(clip_learner, but=['make_model', 'method'])
 def coop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
-                 arch='ViT-B-16', # CLIP architecture name (`'ViT-B-16'`, `'RN50'`, ...) or an open_clip model already loaded
-                 pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                 arch='ViT-B-16', # CLIP architecture name (`'ViT-B-16'`, `'RN50'`, `'coop-tiny'`, ...) or an open_clip model already loaded
+                 pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                  n_ctx:int=16, # Number of context vectors (ignored with `ctx_init`)
                  ctx_init:str|None=None, # Words to initialise the context from, e.g. 'a photo of a'
                  csc:bool=False, # Class-specific context: one set of vectors per class
