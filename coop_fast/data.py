@@ -275,7 +275,7 @@ class FewShotDataLoaders(DataLoaders):
     def new_empty(self):
         "These DataLoaders without their items (what `learn.export` keeps), with their `fewshot` and `clip_pre`"
         res = super().new_empty()
-        for a in ('fewshot', 'clip_pre'):
+        for a in ('fewshot', 'clip_pre', 'augment'):
             if hasattr(self, a): setattr(res, a, getattr(self, a))
         return res
 
@@ -386,7 +386,7 @@ def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test f
     kwargs.setdefault('drop_last', len(train) >= bs)
     dls = dblock.dataloaders([p for p, _ in train + val + test], bs=bs, path='.' if path is None else path, dl_type=FewShotDL, **kwargs)
     dls = FewShotDataLoaders(*dls.loaders, path=dls.path, device=getattr(dls, '_device', None))
-    dls.clip_pre = pre
+    dls.clip_pre, dls.augment = pre, bool(flip or scale is not None)
     dls.fewshot = dict(shots=shots, seed=seed, source=name,
                        n_train=len(train), n_valid=len(val), n_test=len(test), n_classes=len(vocab))
     return dls

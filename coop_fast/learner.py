@@ -342,7 +342,7 @@ class FeatureCache(Callback):
     def after_fit(self): self.fitting = False
 
 # %% ../nbs/04_learner.ipynb #ba750326
-defaults.coop_feature_cache = False
+defaults.coop_feature_cache = None  # None: cache only for DataLoaders without augmentation (`dls.augment` False)
 
 # %% ../nbs/04_learner.ipynb #7bcc6176
 class ClipLearner(Learner):
@@ -375,9 +375,10 @@ class ClipLearner(Learner):
             for c, tr, va in caches: c.train_cache, c.valid_cache = tr, va
 
 # %% ../nbs/04_learner.ipynb #c0772d42
-def _cache_cb(model, feature_cache):
-    "The `FeatureCache` asked for by `feature_cache` (None: `defaults.coop_feature_cache`), or None"
+def _cache_cb(model, feature_cache, dls):
+    "The `FeatureCache` asked for by `feature_cache` (None: `defaults.coop_feature_cache`; None there: its one view if `dls` do not augment)"
     if feature_cache is None: feature_cache = defaults.coop_feature_cache
+    if feature_cache is None: feature_cache = 0 if getattr(dls, 'augment', True) is False and model.features_ok else False
     if feature_cache is False: return None
     if not model.features_ok:
         raise ValueError(f"{type(model).__name__} prompts the image tower, so its image features change as it trains and "
@@ -404,7 +405,7 @@ def clip_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
     clip, names = prepare_clip(dls, arch, pretrained, clip_model, precision, classnames, normalize)
     model = make_model(clip, names)
     vocab = getattr(dls, 'vocab', None)
-    cbs = L(cbs) + PromptCallback() + NormCheck() + L(_cache_cb(model, feature_cache)) + L(vocab is not None and ClassMap(vocab) or None)
+    cbs = L(cbs) + PromptCallback() + NormCheck() + L(_cache_cb(model, feature_cache, dls)) + L(vocab is not None and ClassMap(vocab) or None)
     if precision in _mixed: cbs.append(DeviceMixedPrecision(_mixed[precision]))
     learn = ClipLearner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), metrics=metrics, splitter=splitter, cbs=cbs, **kwargs)
     clip_id = getattr(clip, 'clip_id', {})
