@@ -117,8 +117,8 @@ def _nothing_to_train(model):
 
 @delegates(clip_learner, but=['make_model', 'method', 'splitter'])
 def zeroshot_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
-                     arch='ViT-B-16', # CLIP architecture name, or an open_clip model already loaded
-                     pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                     arch=None, # CLIP architecture name or open_clip model; default `dls.clip_arch`, else 'ViT-B-16'
+                     pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones), 'random'
                      templates='a photo of a {}.', # Template(s): a template, a list, a dataset name, 'imagenet80' or 'imagenet7'
                      **kwargs):
     "A `Learner` whose model is CLIP's zero-shot classifier of the classes of `dls` with hand-crafted `templates`"
@@ -215,8 +215,8 @@ class LinearProbe:
 
 # %% ../nbs/05_baselines.ipynb #dd5cedec
 def linear_probe(dls, # DataLoaders: few-shot training and validation images
-                 arch='ViT-B-16', # CLIP architecture name, or an open_clip model already loaded
-                 pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                 arch=None, # CLIP architecture name or open_clip model; default `dls.clip_arch`, else 'ViT-B-16'
+                 pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones), 'random'
                  C:float|None=None, # Inverse regularisation strength; None: search it on `dls.valid`
                  clip_model=None, # An open_clip model already loaded (instead of `arch`)
                  normalize:bool=True, # Add the CLIP's normalisation to the batch transforms when they have none

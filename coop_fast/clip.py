@@ -5,15 +5,17 @@
 # %% ../nbs/00_clip.ipynb #9f9818bf
 from __future__ import annotations
 import os, json, difflib, logging
-from dataclasses import dataclass
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch, open_clip
 import coop_fast
 from open_clip.pretrained import list_pretrained_tags_by_model, get_pretrained_cfg
+from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
 # %% auto #0
 __all__ = ['test_archs', 'openai_names', 'clip_weights', 'default_tags', 'register_weights', 'register_weights_file',
-           'arch_names', 'resolve_arch', 'ClipPre', 'clip_pre', 'WeightsUnavailable', 'resolve_pretrained', 'load_clip']
+           'arch_names', 'resolve_arch', 'ClipPre', 'clip_pre', 'WeightsUnavailable', 'resolve_pretrained', 'load_clip',
+           'arch_pre']
 
 # %% ../nbs/00_clip.ipynb #e657ce95
 _cfg_dir = Path(coop_fast.__file__).parent/'model_configs'
@@ -76,15 +78,18 @@ class ClipPre:
     resize_mode: str = 'shortest'
     augment: bool = True
 
+def _pre(cfg:dict, size, augment=True) -> ClipPre:
+    "`ClipPre` of open_clip preprocessing config `cfg` for images of `size`"
+    size = cfg.get('size', size)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return ClipPre(size=int(size), mean=tuple(cfg.get('mean', ClipPre.mean)), std=tuple(cfg.get('std', ClipPre.std)),
+                   interpolation=cfg.get('interpolation', 'bicubic'), resize_mode=cfg.get('resize_mode', 'shortest'), augment=augment)
+
 def clip_pre(model) -> ClipPre:
     "Preprocessing settings of open_clip `model` (or of the CLIP inside a `CoOpModel`)"
     model = getattr(model, 'clip', model)
-    cfg = dict(getattr(model.visual, 'preprocess_cfg', None) or {})
-    size = cfg.get('size', getattr(model.visual, 'image_size', 224))
-    size = size[0] if isinstance(size, (tuple, list)) else size
-    return ClipPre(size=int(size), mean=tuple(cfg.get('mean', ClipPre.mean)), std=tuple(cfg.get('std', ClipPre.std)),
-                   interpolation=cfg.get('interpolation', 'bicubic'), resize_mode=cfg.get('resize_mode', 'shortest'),
-                   augment=getattr(model, 'clip_augment', True))
+    return _pre(dict(getattr(model.visual, 'preprocess_cfg', None) or {}), getattr(model.visual, 'image_size', 224),
+                getattr(model, 'clip_augment', True))
 
 # %% ../nbs/00_clip.ipynb #97fb38ba
 _precisions = ('fp32', 'fp16', 'bf16', 'amp', 'amp_bf16', 'pure_fp16', 'pure_bf16')
@@ -158,3 +163,18 @@ def load_clip(arch:str='ViT-B-16', # open_clip or OpenAI architecture name (`'Vi
     model.clip_augment = augment
     model.clip_id = dict(arch=name, pretrained=None if rand else pretrained if pretrained is not None else default_tags.get(name))
     return model
+
+# %% ../nbs/00_clip.ipynb #38dbeba8
+def arch_pre(arch:str, # Architecture name, as for `load_clip`
+             pretrained:str|None='auto', # Its weights, as for `load_clip`
+            ) -> ClipPre:
+    "The preprocessing settings of `load_clip(arch, pretrained)`, read from the configs without loading the weights"
+    rand = pretrained in ('random', 'none')
+    if pretrained == 'auto': pretrained = resolve_pretrained(arch)
+    name = resolve_arch(arch, pretrained)
+    ckpt, over = (None, {}) if rand else _weights(name, pretrained)
+    augment = over.pop('augment', True)
+    cfg = asdict(PreprocessCfg())
+    if ckpt is not None and not os.path.isfile(ckpt): cfg = merge_preprocess_dict(cfg, get_pretrained_cfg(name, ckpt))
+    vis = (open_clip.get_model_config(name) or {}).get('vision_cfg', {})
+    return _pre(merge_preprocess_dict({**cfg, 'size': vis.get('image_size', 224)}, over), 224, augment)

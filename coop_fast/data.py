@@ -22,7 +22,7 @@ from fastai.vision.augment import RandTransform, FlipItem
 from fastai.torch_core import default_device
 from fasttransform import Transform
 from .base import check_choice, name_list
-from .clip import ClipPre, clip_pre
+from .clip import ClipPre, clip_pre, arch_pre
 from .prompt import clean_classname
 
 # %% auto #0
@@ -210,9 +210,10 @@ class LoadRGB(Transform):
 
 # %% ../nbs/02_data.ipynb #b4262f79
 def get_pre(x=None) -> ClipPre:
-    "Preprocessing settings of `x`: an open_clip model, a `CoOpModel`, a `ClipPre`, or None for CLIP's defaults"
+    "Preprocessing settings of `x`: an open_clip model, a `CoOpModel`, a `ClipPre`, an architecture name, or None for CLIP's defaults"
     if x is None: return ClipPre()
     if isinstance(x, ClipPre): return x
+    if isinstance(x, str): return arch_pre(x)
     if hasattr(getattr(x, 'clip', x), 'visual'): return clip_pre(x)
     raise TypeError(f"Expected a CLIP model, a CoOpModel or a ClipPre for the preprocessing, got {type(x).__name__}.")
 
@@ -275,7 +276,7 @@ class FewShotDataLoaders(DataLoaders):
     def new_empty(self):
         "These DataLoaders without their items (what `learn.export` keeps), with their `fewshot` and `clip_pre`"
         res = super().new_empty()
-        for a in ('fewshot', 'clip_pre', 'augment'):
+        for a in ('fewshot', 'clip_pre', 'clip_arch', 'augment'):
             if hasattr(self, a): setattr(res, a, getattr(self, a))
         return res
 
@@ -344,7 +345,7 @@ def _train_folders(root, valid, test):
 # %% ../nbs/02_data.ipynb #3ad7dfb9
 @delegates(DataLoaders.from_dblock, keep=True, but=['dblock', 'source', 'path', 'bs'])
 def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test folders) or (image path, label) pairs
-                pre=None, # CLIP model, `CoOpModel` or `ClipPre` whose preprocessing to use; None: CLIP's 224 px defaults
+                pre=None, # CLIP model, `CoOpModel`, `ClipPre`, or architecture name (the learner's default); None: CLIP's 224 px defaults
                 shots:int|None=16, # Training images per class; None keeps all
                 seed:int=1, # Seed of the few-shot sample
                 n_valid:int|None=None, # Validation images per class; default min(shots, 4)
@@ -360,7 +361,7 @@ def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test f
                 **kwargs
                ) -> FewShotDataLoaders:
     "Few-shot `DataLoaders` of `shots` images per class of `source`, sampled with `seed`, with the transforms of `pre`"
-    pre, name, bs = get_pre(pre), 'items', _count(bs, 'bs', none_ok=False)
+    arch, pre, name, bs = pre if isinstance(pre, str) else None, get_pre(pre), 'items', _count(bs, 'bs', none_ok=False)
     flip = pre.augment if flip is None else flip
     scale = ((0.08, 1.) if pre.augment else None) if scale is None else scale
     if isinstance(source, (str, Path)):
@@ -386,7 +387,7 @@ def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test f
     kwargs.setdefault('drop_last', len(train) >= bs)
     dls = dblock.dataloaders([p for p, _ in train + val + test], bs=bs, path='.' if path is None else path, dl_type=FewShotDL, **kwargs)
     dls = FewShotDataLoaders(*dls.loaders, path=dls.path, device=getattr(dls, '_device', None))
-    dls.clip_pre, dls.augment = pre, bool(flip or scale is not None)
+    dls.clip_pre, dls.clip_arch, dls.augment = pre, arch, bool(flip or scale is not None)
     dls.fewshot = dict(shots=shots, seed=seed, source=name,
                        n_train=len(train), n_valid=len(val), n_test=len(test), n_classes=len(vocab))
     return dls

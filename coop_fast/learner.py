@@ -91,6 +91,7 @@ def _clip_model(dls, arch, pretrained, clip_model, precision):
     if precision not in precisions: raise ValueError(f"Unknown precision {precision!r}; use one of {', '.join(precisions)}.")
     if clip_model is None and isinstance(arch, nn.Module): clip_model = arch
     if clip_model is None:
+        arch = arch or getattr(dls, 'clip_arch', None) or 'ViT-B-16'  # the CLIP the DataLoaders were made for
         return load_clip(arch, pretrained, device=getattr(dls, 'device', None), precision=precision if precision in _pure else 'fp32')
     if not isinstance(clip_model, nn.Module): raise TypeError(f"`clip_model` must be an open_clip model, got {type(clip_model).__name__}.")
     if precision in _pure:
@@ -388,7 +389,7 @@ def _cache_cb(model, feature_cache, dls):
 @delegates(Learner.__init__)
 def clip_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
                  make_model, # `make_model(clip, classnames)` -> a `PromptModel`
-                 arch='ViT-B-16', # CLIP architecture name, or an open_clip model already loaded
+                 arch=None, # CLIP architecture name or open_clip model; default `dls.clip_arch` (`fewshot_dls(path, arch)`), else 'ViT-B-16'
                  pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                  precision:str='fp32', # 'fp32'; autocast 'fp16'/'bf16'; or half weights 'pure_fp16'/'pure_bf16'
                  classnames:list|None=None, # Names for the prompts, in `dls.vocab` order; default `dls.vocab`
@@ -417,7 +418,7 @@ def clip_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
 # %% ../nbs/04_learner.ipynb #d52b4943
 @delegates(clip_learner, but=['make_model', 'method'])
 def coop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
-                 arch='ViT-B-16', # CLIP architecture name (`'ViT-B-16'`, `'RN50'`, `'coop-tiny'`, ...) or an open_clip model already loaded
+                 arch=None, # CLIP architecture name (`'ViT-B-16'`, `'coop-tiny'`, ...) or open_clip model; default `dls.clip_arch`, else 'ViT-B-16'
                  pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                  n_ctx:int=16, # Number of context vectors (ignored with `ctx_init`)
                  ctx_init:str|None=None, # Words to initialise the context from, e.g. 'a photo of a'
