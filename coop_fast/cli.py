@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_cli.ipynb #a87f4b18
 from __future__ import annotations
-import os, sys, math, time, difflib, warnings, tempfile, importlib.util
+import os, sys, math, time, difflib, warnings, tempfile, functools, importlib.util
 from contextlib import nullcontext
 from json import dumps as _dumps
 from pathlib import Path
@@ -13,8 +13,9 @@ import coop_fast
 
 # %% auto #0
 __all__ = ['commands', 'user_errors', 'positions', 'subsamples', 'mixed', 'pure', 'command', 'overview', 'main',
-           'parse_classnames', 'write_atomic', 'write_text', 'save_fig', 'default_threads', 'parse_hp', 'method_kwargs',
-           'cli_train', 'cli_eval', 'cli_predict', 'cli_results', 'cli_methods', 'cli_demo']
+           'parse_classnames', 'write_atomic', 'write_text', 'save_fig', 'default_threads', 'threaded', 'set_threads',
+           'parse_hp', 'method_kwargs', 'cli_train', 'cli_eval', 'cli_predict', 'cli_results', 'cli_methods',
+           'cli_demo']
 
 # %% ../nbs/09_cli.ipynb #1b080971
 commands = {}  # subcommand name -> its `call_parse` function
@@ -171,15 +172,21 @@ def default_threads() -> int:
     n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
     return max(1, n // 2)
 
-class _threads:
-    "Run PyTorch on `n` threads (None: `default_threads()`) inside the block"
-    def __init__(self, n): _check_int('threads', n); self.n = n or default_threads()
-    def __enter__(self):
-        import torch
-        self.old = torch.get_num_threads(); torch.set_num_threads(self.n)
-    def __exit__(self, *a):
-        import torch
-        torch.set_num_threads(self.old)
+def threaded(f):
+    "Command `f`, its PyTorch threads (its `threads` argument, set by `set_threads`) put back as they were when it ends"
+    @functools.wraps(f)
+    def _f(*args, **kwargs):
+        _check_int('threads', kwargs.get('threads'))
+        old = sys.modules['torch'].get_num_threads() if 'torch' in sys.modules else None
+        try: return f(*args, **kwargs)
+        finally:
+            if old is not None: sys.modules['torch'].set_num_threads(old)
+    return _f
+
+def set_threads(n:int|None):
+    "Run PyTorch on `n` CPU threads (None: `default_threads()`); the commands call it once their arguments are checked"
+    import torch
+    torch.set_num_threads(n or default_threads())
 
 def _pct(x): return f"{100 * x:.1f}%"
 
@@ -278,6 +285,7 @@ def _check_unfinished(ckpt, resume):
                          "--resume, or delete the file to start over.")
 
 @command
+@threaded
 def cli_train(source:str, # Image folder (a sub-folder of images per class, or train/ [val/] test/ folders of them), or a dataset name with --root
               root:str=None, # Data root of the benchmark datasets; SOURCE is then a dataset name, e.g. OxfordPets
               out:str='prompt.safetensors', # Prompt file to write; the results go to OUT with .json, the checkpoint with .ckpt.safetensors
@@ -314,17 +322,11 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     _check_pct(test_pct); _check_choice('subsample', subsample, subsamples)
     if class_token_position is not None: _check_choice('class_token_position', class_token_position, positions)
     _check_choice('precision', precision, ('fp32',) + mixed + pure)
-    with _threads(threads):
-        return _train(source, root, out, method, shots, seed, arch, pretrained, hp, epochs, lr, bs, precision, feature_cache,
-                      subsample, test_pct, workers, device, resume, plot, label, json, quiet,
-                      dict(n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position))
-
-def _train(source, root, out, method, shots, seed, arch, pretrained, hp, epochs, lr, bs, precision, feature_cache,
-           subsample, test_pct, workers, device, resume, plot, label, json, quiet, given):
     from coop_fast.methods import get_method  # imports PyTorch: after the checks that need none
     from coop_fast.clip import resolve_pretrained
+    set_threads(threads)
     m = get_method(method)
-    opts = method_kwargs(m, hp, **given)
+    opts = method_kwargs(m, hp, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position)
     out, quiet = _out_file(out), quiet or json  # JSON on stdout: no bars or tables there
     ckpt, rec_file = out.with_suffix('.ckpt.safetensors'), out.with_suffix('.json')
     kind, src = _source(source, root)
@@ -420,6 +422,7 @@ def _plot_base(prompt, out, dataset, split) -> str:
     return str(out.with_suffix('')) if out is not None else str(prompt.with_suffix('')) + f'.{dataset}.{split}'
 
 @command
+@threaded
 def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_prompt`
              source:str, # Image folder, or a benchmark dataset name with --root
              root:str=None, # Data root of the benchmark datasets; SOURCE is then a dataset name
@@ -447,11 +450,8 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
         if out.is_dir(): raise IsADirectoryError(f"--out {out} is a folder; give a file name such as {out/'result.json'}.")
         if out.resolve() == prompt.with_suffix('.json').resolve():
             raise ValueError(f"--out {out} is the result record of the training run of {prompt.name}; give another file name.")
-    with _threads(threads): return _eval(prompt, source, root, split, classnames, prompt_classes, subsample, test_pct, bs, workers,
-                                         device, precision, out, plot, json)
-
-def _eval(prompt, source, root, split, classnames, prompt_classes, subsample, test_pct, bs, workers, device, precision, out, plot, json):
     kind, src = _source(source, root)
+    set_threads(threads)
     from coop_fast.data import eval_dl, check_images, folder_splits
     from coop_fast.export import read_prompt
     from coop_fast.experiments import scores, eval_stats, per_class, result_record
@@ -504,6 +504,7 @@ def _images(paths) -> list:
     return items
 
 @command
+@threaded
 def cli_predict(prompt:str, # Prompt file
                 images:Param("Image files, or folders of them", nargs='+'),
                 classnames:str=None, # Class names to prompt: comma-separated, or a file with one per line; default the prompt's
@@ -518,8 +519,9 @@ def cli_predict(prompt:str, # Prompt file
     _check_int('bs', bs)
     names = parse_classnames(classnames)
     items = _images(images)
+    set_threads(threads)
     from coop_fast.export import predict
-    with _threads(threads): df = predict(_load(prompt, names, _check_device(device))[0], items, bs=bs, with_probs=probs, skip_bad=skip_bad)
+    df = predict(_load(prompt, names, _check_device(device))[0], items, bs=bs, with_probs=probs, skip_bad=skip_bad)
     df = df.drop(columns='idx').rename(columns={'label': 'class', 'prob': 'probability'})
     if json: print(df.to_json(orient='records', indent=1))
     else: print(df.to_string(index=False, float_format=lambda x: f'{x:.3f}'))
