@@ -25,14 +25,14 @@ from fastai.data.transforms import Normalize
 from fastai.distributed import DistributedDL
 import torch.distributed as dist
 from .base import unwrap, check_int, check_num, name_list
-from .clip import load_clip, clip_pre
+from .clip import load_clip, clip_pre, precisions, autocast_dtypes, half_weights
 from .prompt import CoOpModel, PromptModel
 from .methods import Method, register_method
 
 # %% auto #0
-__all__ = ['precisions', 'has_norm', 'NormCheck', 'prepare_clip', 'prompt_splitter', 'PromptCallback', 'DeviceMixedPrecision',
-           'image_features', 'FeatureDL', 'world_size', 'comm_device', 'shard_idxs', 'gather_rows', 'local_dl',
-           'FeatureCache', 'clip_learner', 'coop_learner', 'coop_label', 'coop_lr', 'coop_sgd', 'EpochScheduler']
+__all__ = ['has_norm', 'NormCheck', 'prepare_clip', 'prompt_splitter', 'PromptCallback', 'DeviceMixedPrecision', 'image_features',
+           'FeatureDL', 'world_size', 'comm_device', 'shard_idxs', 'gather_rows', 'local_dl', 'FeatureCache',
+           'clip_learner', 'coop_learner', 'coop_label', 'coop_lr', 'coop_sgd', 'EpochScheduler']
 
 # %% ../nbs/04_learner.ipynb #89972882
 def _add_clip_norm(dls, pre):
@@ -76,18 +76,14 @@ def _check_images(dls, size):
                          f"{size}x{size} pixels: build them with {hint}.")
 
 # %% ../nbs/04_learner.ipynb #ef6066a6
-_mixed = {'fp16': 'fp16', 'amp': 'fp16', 'bf16': 'bf16', 'amp_bf16': 'bf16'}
-_pure = ('pure_fp16', 'pure_bf16')
-precisions = ('fp32',) + tuple(_mixed) + _pure
-
 def _clip_model(dls, arch, pretrained, clip_model, precision):
     "The frozen CLIP to prompt: `clip_model`, `arch` if it is a model, or `arch` loaded with `pretrained`"
     if precision not in precisions: raise ValueError(f"Unknown precision {precision!r}; use one of {', '.join(precisions)}.")
     if clip_model is None and isinstance(arch, nn.Module): clip_model = arch
     if clip_model is None:
-        return load_clip(arch, pretrained, device=getattr(dls, 'device', None), precision=precision if precision in _pure else 'fp32')
+        return load_clip(arch, pretrained, device=getattr(dls, 'device', None), precision=precision if precision in half_weights else 'fp32')
     if not isinstance(clip_model, nn.Module): raise TypeError(f"`clip_model` must be an open_clip model, got {type(clip_model).__name__}.")
-    if precision in _pure:
+    if precision in half_weights:
         raise ValueError(f"precision={precision!r} sets the weights of a CLIP that coop_learner loads; for a model already "
                          f"loaded, load it with load_clip(arch, pretrained, precision={precision!r}).")
     return clip_model.eval().requires_grad_(False)
@@ -233,7 +229,7 @@ class FeatureDL(DataLoader):
             v = torch.randint(len(self.feats), (len(i),)) if len(self.feats) > 1 else 0
             yield self.feats[v, i], self.ys[i]
 
-# %% ../nbs/04_learner.ipynb #191c7ab8
+# %% ../nbs/04_learner.ipynb #193f741e
 def world_size() -> int:
     "Number of processes of the default process group (1 without one)"
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -329,7 +325,7 @@ class FeatureCache(Callback):
 # %% ../nbs/04_learner.ipynb #ba750326
 defaults.coop_feature_cache = False
 
-# %% ../nbs/04_learner.ipynb #c0772d42
+# %% ../nbs/04_learner.ipynb #f61282e9
 def _cache_cb(model, feature_cache):
     "The `FeatureCache` asked for by `feature_cache` (None: `defaults.coop_feature_cache`), or None"
     if feature_cache is None: feature_cache = defaults.coop_feature_cache
@@ -359,7 +355,7 @@ def clip_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
     clip, names = prepare_clip(dls, arch, pretrained, clip_model, precision, classnames, normalize)
     model = make_model(clip, names)
     cbs = L(cbs) + PromptCallback() + NormCheck() + L(_cache_cb(model, feature_cache))
-    if precision in _mixed: cbs.append(DeviceMixedPrecision(_mixed[precision]))
+    if precision in autocast_dtypes: cbs.append(DeviceMixedPrecision('bf16' if autocast_dtypes[precision] is torch.bfloat16 else 'fp16'))
     learn = Learner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), metrics=metrics, splitter=splitter, cbs=cbs, **kwargs)
     clip_id = getattr(clip, 'clip_id', {})
     learn.arch, learn.pretrained = clip_id.get('arch', type(clip).__name__), clip_id.get('pretrained')
@@ -382,7 +378,7 @@ def coop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
     make = partial(CoOpModel, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position, text_path=text_path)
     return clip_learner(dls, make, arch, pretrained, method='coop', **kwargs)
 
-# %% ../nbs/04_learner.ipynb #9d4bb6a2
+# %% ../nbs/04_learner.ipynb #5e093064
 def coop_label(config:dict) -> str:
     "The paper's name of a CoOp variant, e.g. 'CoOp (M=16, end)' or 'CoOp (M=16, mid, CSC)'"
     pos = config.get('class_token_position', 'end')
