@@ -10,12 +10,12 @@ from json import dumps as _dumps, loads as _loads
 from pathlib import Path
 from fastcore.script import call_parse, anno_parser, Param
 import coop_fast
+from .base import write_atomic, write_text
 
 # %% auto #0
 __all__ = ['commands', 'user_errors', 'positions', 'subsamples', 'result_kind', 'mixed', 'pure', 'command', 'overview', 'main',
-           'parse_classnames', 'resolve_pretrained', 'write_atomic', 'write_text', 'save_fig', 'parse_hp',
-           'method_kwargs', 'cli_train', 'cli_eval', 'cli_predict', 'read_results', 'aggregate', 'markdown_table',
-           'cli_results', 'cli_methods', 'cli_demo']
+           'parse_classnames', 'resolve_pretrained', 'save_fig', 'parse_hp', 'method_kwargs', 'cli_train', 'cli_eval',
+           'cli_predict', 'read_results', 'aggregate', 'markdown_table', 'cli_results', 'cli_methods', 'cli_demo']
 
 # %% ../nbs/09_cli.ipynb #1b080971
 commands = {}  # subcommand name -> its `call_parse` function
@@ -149,27 +149,6 @@ def resolve_pretrained(arch:str, pretrained:str|None) -> str|None:
                      "or a weights file, or --pretrained random for random weights.")
 
 # %% ../nbs/09_cli.ipynb #dd3ebfe9
-_umask = os.umask(0); os.umask(_umask)
-
-def write_atomic(path, # Destination file
-                 write, # Function writing the content to the temporary file name it is given
-                ) -> Path:
-    "Write `path` atomically with `write(tmp)`: the old file stays intact unless `write` completes"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-    return path
-
-def write_text(path, text:str) -> Path: return write_atomic(path, lambda t: Path(t).write_text(text))
-
 def save_fig(fig, path) -> Path:
     "Save matplotlib `fig` as PNG file `path` atomically, and close it"
     import matplotlib.pyplot as plt
@@ -554,7 +533,7 @@ def cli_results(paths:Param("Result JSON files written by coop-fast train or eva
     print(table.to_json(orient='records', indent=1) if json else markdown_table(table, by, metrics, ci95))
     return table
 
-# %% ../nbs/09_cli.ipynb #c3cb1937
+# %% ../nbs/09_cli.ipynb #f3146d55
 @command
 def cli_methods(json:bool=False, # Print JSON records instead of a table
                ):
