@@ -29,13 +29,15 @@ _imagenets = ('ImageNet', 'ImageNetSketch', 'ImageNetV2', 'ImageNetA', 'ImageNet
 kgcoop_templates = {  # KgCoOp's CUSTOM_TEMPLATES (trainers/kgcoop.py)
     'OxfordPets': 'a photo of a {}, a type of pet.', 'OxfordFlowers': 'a photo of a {}, a type of flower.',
     'FGVCAircraft': 'a photo of a {}, a type of aircraft.', 'DescribableTextures': 'a photo of a {}, a type of texture.',
-    'EuroSAT': 'a centered satellite photo of {}.', 'StanfordCars': 'a photo of a {}.', 'Food101': 'a photo of {}, a type of food.',
+    'EuroSAT': 'a centered satellite photo of {}.', 'StanfordCars': 'a photo of a {}.',
+    'Food101': 'a photo of {}, a type of food.',
     'SUN397': 'a photo of a {}.', 'Caltech101': 'a photo of a {}.', 'UCF101': 'a photo of a person doing {}.',
     **{k: 'a photo of a {}.' for k in _imagenets}}
-prograd_templates = {  # ProGrad's CUSTOM_TEMPLATES (trainers/prograd.py): the class name last, so that the words can start the context
+prograd_templates = {  # ProGrad's CUSTOM_TEMPLATES (trainers/prograd.py): the class name last, the words start the context
     'OxfordPets': 'a type of pet, a photo of a {}.', 'OxfordFlowers': 'a type of flower, a photo of a {}.',
     'FGVCAircraft': 'a type of aircraft, a photo of a {}.', 'DescribableTextures': 'a texture of {}.',
-    'EuroSAT': 'a centered satellite photo of {}.', 'StanfordCars': 'a photo of a {}.', 'Food101': 'a type of food, a photo of {}.',
+    'EuroSAT': 'a centered satellite photo of {}.', 'StanfordCars': 'a photo of a {}.',
+    'Food101': 'a type of food, a photo of {}.',
     'SUN397': 'a photo of a {}.', 'Caltech101': 'a photo of a {}.', 'UCF101': 'a photo of a person doing {}.',
     **{k: 'a photo of a {}.' for k in _imagenets}}
 
@@ -55,9 +57,10 @@ def hand_template(template:str|None, # A template with '{}' for the class name, 
                  ) -> str:
     "The hand-crafted template: `template`, else `table`'s for `dataset`, else 'a photo of a {}.'"
     if template is None: return table.get(_benchmark(dataset), 'a photo of a {}.') if dataset else 'a photo of a {}.'
-    if not isinstance(template, str): raise TypeError(f"`template` must be one template or a dataset name, got {type(template).__name__}.")
+    if not isinstance(template, str):
+        raise TypeError(f"`template` must be one template or a dataset name, got {type(template).__name__}.")
     if '{}' in template:
-        if template.count('{}') != 1: raise ValueError(f"A template needs exactly one '{{}}' for the class name; got {template!r}.")
+        if template.count('{}') != 1: raise ValueError(f"A template needs exactly one '{{}}' for the class name, got {template!r}.")
         return template
     if (name := _benchmark(template)) in table: return table[name]
     raise ValueError(f"Unknown template {template!r}: give a template with '{{}}' for the class name, or a dataset name "
@@ -124,7 +127,7 @@ class TextCapture:
 
 # %% ../nbs/12_kg.ipynb #c47b7aed
 class KgCoOp(TextGuide):
-    "KgCoOp: add `lam` · (1 − mean_c cos(w_c, w0_c)) to the training loss, w the prompts' text features, w0 the hand-crafted prompt's"
+    "KgCoOp: add `lam` · (1 − mean_c cos(w_c, w0_c)) to the loss; w: the prompts' text features, w0: the hand-crafted prompt's"
     table = kgcoop_templates
     def __init__(self, lam:float=8.0, # Weight of the term (the official scripts: 8.0)
                  template:str|None=None, # Hand-crafted template, or a dataset name; default the dataset's (`hand_template`)
@@ -140,7 +143,7 @@ class KgCoOp(TextGuide):
     def after_loss(self):
         "Add the knowledge-guided term to the training loss"
         w = self.capture.w
-        if w is None: raise RuntimeError("KgCoOp found no text features of this batch: the model did not encode its prompts with gradients on.")
+        if w is None: raise RuntimeError("KgCoOp found no text features of this batch: the model did not encode its prompts.")
         self.score = kgcoop_score(w, self.w0)
         self.learn.loss_grad = self.loss_grad + self.lam * self.score
         self.learn.loss = self.learn.loss_grad.clone()
@@ -158,7 +161,7 @@ def prograd_kl(s, # The model's logits `(batch, n_cls)`
                t, # The teacher's logits
                T:float=1.0, # Temperature
               ):
-    "ProGrad's distillation term (its `ProGradLoss`): −Σ_c softmax(t/T)_c · log_softmax(s/T)_c · T², summed over classes, mean over the batch"
+    "ProGrad's distillation term (`ProGradLoss`): −Σ_c softmax(t/T)_c · log_softmax(s/T)_c · T², mean over the batch"
     with torch.autocast(s.device.type, enabled=False):
         return (-F.softmax(t.float() / T, -1) * F.log_softmax(s.float() / T, -1) * T * T).sum(1).mean()
 
@@ -168,7 +171,7 @@ def prograd_project(g, # Gradient of the loss
                    ):
     "ProGrad's step direction: `g − lam (g · ĝ_kl) ĝ_kl` where cos(g, g_kl) < 0, else `g`; and whether it projected"
     b = g_kl / torch.linalg.norm(g_kl)
-    conflict = torch.dot((g / torch.linalg.norm(g)).flatten(), b.flatten()) < 0  # False when a norm is zero (NaN), as in the official code
+    conflict = torch.dot((g / torch.linalg.norm(g)).flatten(), b.flatten()) < 0  # False for a zero norm (NaN), as officially
     return torch.where(conflict, g - lam * torch.dot(g.flatten(), b.flatten()) * b, g), conflict
 
 # %% ../nbs/12_kg.ipynb #61c0a42d
@@ -287,7 +290,8 @@ def kgcoop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` na
                    cbs=None, # Extra callbacks
                    **kwargs):
     "A `Learner` that trains CoOp's context for the classes of `dls` with KgCoOp's knowledge-guided term"
-    make = partial(CoOpModel, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position, text_path=text_path)
+    make = partial(CoOpModel, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position,
+                   text_path=text_path)
     return clip_learner(dls, make, arch, pretrained, method='kgcoop', cbs=L(cbs) + KgCoOp(lam, template), **kwargs)
 
 @delegates(clip_learner, but=['make_model', 'method'])
@@ -326,6 +330,7 @@ register_method(Method('kgcoop', 'KgCoOp', CoOpModel, kgcoop_learner, epochs=kgc
                        cbs=(KgCoOp,), label=partial(method_label, 'KgCoOp'),
                        paper='Yao et al., Visual-Language Prompt Tuning with Knowledge-guided Context Optimization, CVPR 2023'))
 register_method(Method('prograd', 'ProGrad', CoOpModel, prograd_learner, epochs=paper_epochs, lr=2e-3, bs=32,
-                       hparams=dict(n_ctx=16, ctx_init='template', csc=False, class_token_position='end', lam=1.0, T=1.0, template=None),
+                       hparams=dict(n_ctx=16, ctx_init='template', csc=False, class_token_position='end', lam=1.0, T=1.0,
+                                    template=None),
                        cbs=(ProGrad,), label=partial(method_label, 'ProGrad'),
                        paper='Zhu et al., Prompt-aligned Gradient for Prompt Tuning, ICCV 2023'))
