@@ -67,8 +67,8 @@ def shape_caption(a:dict, rng) -> str:
     elif r < 0.12: core = f"{_art(shape)} that is {color}"
     elif outline:
         core = pick(rng, [f"the outline of {_art(' '.join(adj + [shape]))}", f"{_art(' '.join(adj + [shape]))} outline",
-                           f"a sketch of {_art(' '.join(adj + [shape]))}", f"a hollow {' '.join(adj + [shape])}",
-                           f"a line drawing of {_art(' '.join(adj + [shape]))}"])
+                          f"a sketch of {_art(' '.join(adj + [shape]))}", f"a hollow {' '.join(adj + [shape])}",
+                          f"a line drawing of {_art(' '.join(adj + [shape]))}"])
     else: core = _art(' '.join(adj + [shape]))
     lead = '' if core.startswith(('a sketch', 'a line', 'the outline')) else pick(rng, _leads)
     if lead.endswith('a simple ') and core.startswith(('a ', 'an ')): core = core.split(' ', 1)[1]
@@ -99,11 +99,11 @@ def digit_caption(d:int, look:dict, rng, typed:str|None=None, outline:bool=False
         style = 'serif' if 'serif' in fam else 'monospace' if 'mono' in fam else 'sans-serif'
         style = pick(rng, [style, style, 'bold' if 'bold' in fam else style, 'italic' if ('italic' in fam or 'oblique' in fam) else style])
         t = pick(rng, [f"the number {n} in {_art(style)} font", f"a printed {n}", f"the digit {n}, typed", f"a typed {n}",
-                        f"{n} in {style} type", f"the numeral {n} printed in a {style} typeface", f"{_art(style)} {n}"])
+                       f"{n} in {style} type", f"the numeral {n} printed in a {style} typeface", f"{_art(style)} {n}"])
     else:
         t = pick(rng, [f"a handwritten {n}", f"the digit {n}", f"the number {n}", f"a handwritten digit {n}",
-                        f"{n}, written by hand", f"a scan of a handwritten {n}", f"an image of the number {n}",
-                        f"a photo of the number {n}", f"the numeral {n}", f"a hand-drawn {n}", f"a scribbled {n}"])
+                       f"{n}, written by hand", f"a scan of a handwritten {n}", f"an image of the number {n}",
+                       f"a photo of the number {n}", f"the numeral {n}", f"a hand-drawn {n}", f"a scribbled {n}"])
     if outline: t = pick(rng, ["an outline of ", "a hollow version of ", "a sketch of "]) + t
     return t + _look_words(look, rng) + ('.' if rng.random() < 0.3 else '')
 
@@ -111,8 +111,8 @@ def animal_caption(k:int, look:dict, rng, outline:bool=False) -> str:
     "A caption of the silhouette of animal `k`"
     a = animals[k]
     if outline: t = pick(rng, [f"an outline of {_art(a)}", f"a sketch of {_art(a)}", f"a line drawing of {_art(a)}",
-                                 f"the contour of {_art(a)}", f"{_art(a)} outline"])
+                                f"the contour of {_art(a)}", f"{_art(a)} outline"])
     else: t = pick(rng, [f"a silhouette of {_art(a)}", f"{_art(a)} silhouette", f"the shape of {_art(a)}", _art(a),
-                          f"a black and white picture of {_art(a)}", f"an image of {_art(a)}", f"a photo of {_art(a)}",
-                          f"{_art(a)} in profile", f"a drawing of {_art(a)}", f"the {a}", f"a cutout of {_art(a)}"])
+                         f"a black and white picture of {_art(a)}", f"an image of {_art(a)}", f"a photo of {_art(a)}",
+                         f"{_art(a)} in profile", f"a drawing of {_art(a)}", f"the {a}", f"a cutout of {_art(a)}"])
     return t + _look_words(look, rng) + ('.' if rng.random() < 0.3 else '')
