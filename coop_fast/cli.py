@@ -548,20 +548,16 @@ def cli_methods(json:bool=False, # Print JSON records instead of a table
 
 # %% ../nbs/09_cli.ipynb #f79f8809
 @command
-def cli_demo(task:str='digits', # Downstream task of the tiny CLIP: digits, typed or animals-sketch (coop_fast.zoo.fewshot_tasks)
+def cli_demo(task:str='digits', # Downstream task of the tiny CLIP: digits, typed or animals-sketch (coop_fast.tiny.tasks.fewshot_tasks)
              shots:int=16, # Training images per class
              epochs:int=None, # Training epochs; default the paper's for SHOTS (200 for 16)
              seed:int=1, # Seed of the few-shot sample and of the context
              out:str=None, # Prompt file to write; default coop-demo/TASK.safetensors
             ):
-    "Run the offline demo: the project's tiny pretrained CLIP, zero-shot against CoOp (needs coop_fast.zoo)"
+    "Run the offline demo: the project's tiny pretrained CLIP, zero-shot against CoOp (coop_fast.demo)"
     _check_int('shots', shots); _check_int('epochs', epochs); _check_int('seed', seed, lo=0)
-    if importlib.util.find_spec('coop_fast.zoo') is None:
-        print("coop-fast: the demo needs coop_fast.zoo (the project's tiny pretrained CLIP), which this version of coop_fast "
-              "does not have yet.", file=sys.stderr)
-        return 1
-    from coop_fast import zoo
-    zoo.demo(task, shots=shots, epochs=epochs, seed=seed, out=out)
+    from coop_fast.demo import demo
+    demo(task, shots=shots, epochs=epochs, seed=seed, out=out)
     return 0
 
 # %% ../nbs/09_cli.ipynb #f6e239f0

@@ -32,7 +32,7 @@ from .methods import Method, register_method
 # %% auto #0
 __all__ = ['has_norm', 'NormCheck', 'prepare_clip', 'prompt_splitter', 'PromptCallback', 'DeviceMixedPrecision', 'image_features',
            'FeatureDL', 'world_size', 'comm_device', 'shard_idxs', 'gather_rows', 'local_dl', 'FeatureCache',
-           'clip_learner', 'coop_learner', 'coop_label', 'coop_lr', 'coop_sgd', 'EpochScheduler']
+           'clip_learner', 'coop_learner', 'coop_label', 'coop_lr', 'coop_sgd', 'EpochScheduler', 'LogEvery']
 
 # %% ../nbs/04_learner.ipynb #89972882
 def _add_clip_norm(dls, pre):
@@ -423,3 +423,31 @@ def fit_coop(self:Learner, n_epoch:int, # Number of epochs (the paper: 50 to 200
     self.opt_func = partial(coop_sgd, mom=mom, wd=wd)
     try: self.fit(n_epoch, lr=lr, wd=wd, cbs=L(sched) + L(cbs), reset_opt=True, start_epoch=start_epoch)
     finally: self.opt_func, self.opt = old
+
+# %% ../nbs/04_learner.ipynb #6042d4e6
+from fastai.imports import noop  # the `noop` of `learn.no_logging()`
+from fastai.callback.progress import ProgressCallback
+
+class LogEvery(Callback):
+    "Show the epoch table every `n` epochs and at the last, instead of every epoch"
+    order = ProgressCallback.order + 1  # after `ProgressCallback` has put its table writer in `learn.logger`
+    width = 10  # column width of the plain table, when there are no progress bars
+    def __init__(self, n:int=10): self.n = check_int(n, 'n')
+
+    def _plain(self, row):
+        "Print `row` as aligned columns"
+        print('  '.join(f'{v:<{self.width}.6f}' if isinstance(v, float) else f'{v!s:<{self.width}}' for v in row))
+
+    def _write(self, log, row):
+        if (self.epoch + 1) % self.n == 0 or self.epoch + 1 == self.n_epoch: log(row)
+
+    def before_fit(self):
+        "Put in `learn.logger` a logger of the rows of every `n`-th epoch only, after the header when there are no bars"
+        self.old = log = self.learn.logger
+        if log is not noop and not hasattr(self.learn, 'progress'): log = self._plain
+        if log is not self.old: log(self.recorder.metric_names)
+        self.new = self.learn.logger = partial(self._write, log)
+
+    def after_fit(self):
+        "Put the logger back, unless another callback already has"
+        if self.learn.logger is self.new: self.learn.logger = self.old

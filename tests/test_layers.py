@@ -32,3 +32,7 @@ def test_clean_package_passes(tmp_path):
     pkg = _pkg(tmp_path, {'base': 'import os\n', 'prompt': 'from .base import check_int\n',
                           'learner': 'from coop_fast.prompt import PromptModel\nfrom . import base\n'})
     assert layers.check(pkg) == []
+
+def test_coop_fast_layers():
+    r = subprocess.run([sys.executable, str(root/'tools'/'layers.py')], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
