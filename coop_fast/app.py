@@ -141,6 +141,6 @@ def serve(prompt, # A prompt file, or a `PromptModel`
     gr = _gradio()
     app = make_app(prompt, classnames, top, device, name)
     theme = gr.themes.Default(font=['ui-sans-serif', 'system-ui', 'sans-serif'], font_mono=['ui-monospace', 'monospace'])  # no web fonts
-    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, footer_links=[], max_file_size=max_file_size,
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, inline=False, footer_links=[], max_file_size=max_file_size,
                theme=theme, css=_css, quiet=not block)
     return app
