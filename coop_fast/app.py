@@ -67,8 +67,8 @@ def classify(model, # A `PromptModel`, e.g. from `load_prompt`
 _css = """.coop-pred, .coop-bad {margin: 0 0 1em 0} .coop-bad {color: #b00020; font-weight: 600}
 .coop-row {display: flex; align-items: center; gap: .5em; margin: .15em 0} .coop-class {width: 12em; overflow: hidden; text-overflow: ellipsis}
 .coop-bar {height: .8em; background: #f97316; border-radius: 3px} .coop-prob {font-variant-numeric: tabular-nums}
-.coop-thumb {float: left; width: 64px; height: 64px; object-fit: contain; margin: 0 .8em .5em 0; image-rendering: pixelated}
-.coop-pred::after {content: ""; display: block; clear: both}"""
+.coop-pred {display: flex; gap: .8em; align-items: flex-start}
+.coop-thumb {flex: none; width: 64px; height: 64px; object-fit: contain; image-rendering: pixelated}"""
 
 def thumbnail(im, size:int=64) -> str:
     "PIL image `im` as a small PNG `data:` URL"
@@ -85,7 +85,7 @@ def results_html(res:list) -> str:
         rows = ''.join(f'<div class="coop-row"><span class="coop-class">{html.escape(c)}</span><span class="coop-bar" '
                        f'style="width:{100 * p:.0f}px"></span><span class="coop-prob">{_pct(p)}</span></div>' for c, p in r['top'])
         im = f'<img class="coop-thumb" src="{thumbnail(r["image"])}" alt="{f}">' if r.get('image') is not None else ''
-        out.append(f'<div class="coop-pred" data-file="{f}" data-top="{html.escape(r["top"][0][0])}">{im}<b>{f}</b>{rows}</div>')
+        out.append(f'<div class="coop-pred" data-file="{f}" data-top="{html.escape(r["top"][0][0])}">{im}<div><b>{f}</b>{rows}</div></div>')
     return f'<div class="coop-results">{"".join(out)}</div>' if out else ''
 
 # %% ../nbs/16_app.ipynb #9c7d5bcb
