@@ -15,7 +15,8 @@ from .base import write_atomic, write_text
 # %% auto #0
 __all__ = ['commands', 'user_errors', 'positions', 'subsamples', 'result_kind', 'mixed', 'pure', 'command', 'overview', 'main',
            'parse_classnames', 'resolve_pretrained', 'save_fig', 'parse_hp', 'method_kwargs', 'cli_train', 'cli_eval',
-           'cli_predict', 'read_results', 'aggregate', 'markdown_table', 'cli_results', 'cli_methods', 'cli_demo']
+           'cli_predict', 'read_results', 'aggregate', 'markdown_table', 'cli_results', 'cli_methods', 'cli_demo',
+           'cli_bake', 'cli_export', 'cli_serve']
 
 # %% ../nbs/09_cli.ipynb #1b080971
 commands = {}  # subcommand name -> its `call_parse` function
@@ -558,6 +559,68 @@ def cli_demo(task:str='digits', # Downstream task of the tiny CLIP: digits, type
     _check_int('shots', shots); _check_int('epochs', epochs); _check_int('seed', seed, lo=0)
     from coop_fast.demo import demo
     demo(task, shots=shots, epochs=epochs, seed=seed, out=out)
+    return 0
+
+# %% ../nbs/09_cli.ipynb #9aab650f
+def _bakeable(prompt, names, device):
+    "The model of prompt file `prompt` for `names`, refused before loading its CLIP when its method cannot bake"
+    from coop_fast.export import read_prompt
+    from coop_fast.deploy import bake_refusal
+    if why := bake_refusal(read_prompt(prompt)[1]['method']): raise ValueError(why)
+    return _load(prompt, names, device)[0]
+
+@command
+def cli_bake(prompt:str, # Prompt file
+             out:str='head.safetensors', # Head file to write
+             classnames:str=None, # Class names to bake: comma-separated, or a file with one per line; default the prompt's
+             device:str=None, # Device; default the GPU if there is one
+            ):
+    "Bake a prompt file into a classifier head: its classes' text features, in open_clip's zero-shot classifier layout"
+    names, out = parse_classnames(classnames), _out_file(out)
+    from coop_fast.deploy import bake, save_head
+    head = bake(_bakeable(prompt, names, _check_device(device)))
+    path = save_head(head, out)
+    print(f"Baked {head.info['label']} ({head.n_cls} classes, CLIP {head.info['arch']}) into {path} ({path.stat().st_size / 1024:.1f} kB): "
+          f"classifier ({head.embed_dim}, {head.n_cls}), logit scale {head.logit_scale.item():.2f}")
+    return path
+
+@command
+def cli_export(prompt:str, # Prompt file
+               onnx:str='model.onnx', # ONNX file to write
+               classnames:str=None, # Class names to bake: comma-separated, or a file with one per line; default the prompt's
+               opset:int=17, # ONNX opset
+              ):
+    "Export CLIP's image encoder and a baked prompt as one ONNX graph: images in, probabilities out (checked with onnxruntime)"
+    _check_int('opset', opset, lo=7)
+    names, out = parse_classnames(classnames), Path(onnx).expanduser()
+    if out.suffix != '.onnx': raise ValueError(f"--onnx must be a .onnx file name, got {out.name!r}.")
+    if out.is_dir(): raise IsADirectoryError(f"--onnx {out} is a folder; give a file name such as {out/'model.onnx'}.")
+    from coop_fast.deploy import bake, export_onnx
+    model = _bakeable(prompt, names, 'cpu')
+    path, res = export_onnx(bake(model), out, clip=model.clip, opset=opset)
+    from coop_fast.clip import clip_pre
+    p = clip_pre(model)
+    print(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input 'images' float32 (batch, 3, {p.size}, {p.size}), outputs "
+          f"'probabilities' and 'logits' (batch, {model.n_cls}). onnxruntime vs PyTorch on {res['n']} images: max |difference| "
+          f"{res['max_abs_logit']:.1e} in the logits, {res['max_abs_prob']:.1e} in the probabilities. Preprocessing (in its metadata): "
+          f"{p.size} px, mean {list(p.mean)}, std {list(p.std)}, {p.interpolation}, resize {p.resize_mode}.")
+    return path
+
+@command
+def cli_serve(prompt:str, # Prompt file
+              port:int=7860, # Port to listen on
+              host:str='127.0.0.1', # Address to listen on: 127.0.0.1 serves this machine only; 0.0.0.0 every network interface
+              classnames:str=None, # Class names to prompt: comma-separated, or a file with one per line; default the prompt's
+              top:int=5, # Classes shown per image
+              device:str=None, # Device; default the GPU if there is one
+             ):
+    "Serve a web page to try a prompt file: drop images, see the top classes and their probabilities (needs coop_fast[app])"
+    _check_int('port', port); _check_int('top', top)
+    if port > 65535: raise ValueError(f"--port must be at most 65535, got {port}.")
+    names = parse_classnames(classnames)
+    from coop_fast.app import serve
+    print(f"Serving {Path(prompt).name} on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    serve(_load(prompt, names, _check_device(device))[0], port=port, host=host, top=top, name=Path(prompt).name)
     return 0
 
 # %% ../nbs/09_cli.ipynb #f6e239f0

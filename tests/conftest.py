@@ -11,6 +11,8 @@ def _seeded():
     seed_all()
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    "List the screenshots the documentation browser test saved"
+    "List the screenshots the browser tests saved"
     shots = getattr(config, '_docs_screenshots', None)
     if shots: terminalreporter.write_line(f"docs screenshots ({len(shots)}): " + ' '.join(shots))
+    app = getattr(config, '_app_screenshots', None)  # tests/test_app.py
+    if app: terminalreporter.write_line(f"app screenshots ({len(app)}): " + ' '.join(app))
