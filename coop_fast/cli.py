@@ -13,9 +13,9 @@ import coop_fast
 
 # %% auto #0
 __all__ = ['commands', 'user_errors', 'positions', 'subsamples', 'result_kind', 'mixed', 'pure', 'command', 'overview', 'main',
-           'parse_classnames', 'resolve_pretrained', 'write_atomic', 'write_text', 'save_fig', 'parse_hp',
-           'method_kwargs', 'cli_train', 'cli_eval', 'cli_predict', 'read_results', 'aggregate', 'markdown_table',
-           'cli_results', 'cli_methods', 'cli_demo']
+           'parse_classnames', 'resolve_pretrained', 'write_atomic', 'write_text', 'save_fig', 'feature_store_opt',
+           'feature_batches', 'parse_hp', 'method_kwargs', 'cli_train', 'cli_eval', 'cli_predict', 'read_results',
+           'aggregate', 'markdown_table', 'cli_results', 'cli_methods', 'cli_demo']
 
 # %% ../nbs/09_cli.ipynb #1b080971
 commands = {}  # subcommand name -> its `call_parse` function
@@ -179,12 +179,13 @@ def save_fig(fig, path) -> Path:
 # %% ../nbs/09_cli.ipynb #7d5f45db
 result_kind = 'coop_fast.result'  # 'kind' of a result record
 
-def _scores(model, dl, precision='fp32'):
-    "Class probabilities and targets of `model` on the labelled batches of `dl`"
+def _scores(model, dl, precision='fp32', store=None):
+    "Class probabilities and targets of `model` on the labelled batches of `dl`; image features from `store` if given"
     import torch
     dev = next(model.clip.parameters()).device
     dt = {'fp16': torch.float16, 'amp': torch.float16, 'bf16': torch.bfloat16, 'amp_bf16': torch.bfloat16}.get(precision)
     ps, ts = [], []
+    if store is not None and getattr(model, 'features_ok', False): dl = feature_batches(model, dl, store, dt)
     with torch.no_grad(), (torch.autocast(dev.type, dtype=dt) if dt else nullcontext()):
         for xb, yb in dl:
             ps.append(model(xb.to(dev)).float().softmax(-1).cpu())
@@ -215,6 +216,25 @@ def _load(prompt, names=None, device=None, precision='fp32'):
     seed = info['summary'].get('seed')
     if info['pretrained'] is None and isinstance(seed, int): set_seed(seed)
     return load_prompt(prompt, classnames=names, device=device, precision=precision if precision in pure else 'fp32'), info
+
+# %% ../nbs/09_cli.ipynb #16e5aa1b
+def feature_store_opt(folder:str|None, # `--feature_store`: the store's folder, or None for the default
+                      off:bool, # `--no_feature_store`
+                     ):
+    "The `FeatureStore` that `--feature_store`/`--no_feature_store` ask for, or None"
+    if off and folder is not None: raise ValueError("--feature_store and --no_feature_store contradict each other; give one.")
+    if off: return None
+    from coop_fast.store import FeatureStore
+    return FeatureStore(folder)
+
+def feature_batches(model, dl, store, dtype=None) -> list:
+    "Batches (features, labels) of the images of `dl`, in its order and batch size, their features from `store`"
+    import torch
+    from coop_fast.store import stored_features
+    dev = next(model.clip.parameters()).device
+    f, y = stored_features(model, dl, store, autocast=torch.autocast(dev.type, dtype=dtype) if dtype else None)
+    bs = dl.bs or max(len(f), 1)
+    return [(f[i:i + bs].to(dev), y[i:i + bs]) for i in range(0, len(f), bs)]
 
 # %% ../nbs/09_cli.ipynb #7f30db9c
 mixed = ('fp16', 'amp', 'bf16', 'amp_bf16')
@@ -298,6 +318,8 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
               label:str=None, # Name of the run in the results; default the variant's, e.g. 'CoOp (M=16, end)'
               json:bool=False, # Print the result record as JSON (and no progress bars)
               quiet:bool=False, # No progress bars or table of epochs
+              feature_store:str=None, # Folder of the image-feature store; default $COOP_FAST_FEATURE_STORE, else ~/.cache/coop_fast/features
+              no_feature_store:bool=False, # Compute every image feature in this run: no feature store
              ) -> dict:
     "Learn a prompt from a few labelled images per class; save it and report its test accuracy"
     for k, v in dict(shots=shots, n_ctx=n_ctx, bs=bs, epochs=epochs).items(): _check_int(k, v)
@@ -306,6 +328,7 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     _check_pct(test_pct); _check_choice('subsample', subsample, subsamples)
     if class_token_position is not None: _check_choice('class_token_position', class_token_position, positions)
     _check_choice('precision', precision, ('fp32',) + mixed + pure)
+    store = feature_store_opt(feature_store, no_feature_store)
     from coop_fast.methods import get_method  # imports PyTorch: after the checks that need none
     m = get_method(method)
     opts = method_kwargs(m, hp, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position)
@@ -332,6 +355,7 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     learn = m.learner(dls, clip_model=clip, precision='fp32' if precision in pure else precision,
                       feature_cache=False if feature_cache is None else feature_cache, path=out.parent, **opts)
     learn.precision = precision
+    if store is not None: learn.use_store(store)
     dataset = src if kind == 'dataset' else src.name
     config = dict(data=str(src if kind == 'dataset' else src.resolve()), dataset=dataset, subsample=subsample, test_pct=test_pct,
                   method=m.name, shots=shots, seed=seed, arch=arch, pretrained=weights, bs=bs, precision=precision,
@@ -344,7 +368,7 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
         raise ValueError(f"{stopped} No prompt file was written" + (f"; {out} is unchanged." if out.exists() else '.'))
     from coop_fast.interpret import plot_training, plot_confusion, plot_class_accuracy
     if plot and m.fit is not None: save_fig(plot_training(learn), out.with_suffix('.training.png'))
-    probs, targs = _scores(learn.model, test_dl, precision)
+    probs, targs = _scores(learn.model, test_dl, precision, store)
     names = list(learn.model.classnames)
     res, st = _stats(probs, targs, names)
     cfg = learn.model.config()
@@ -410,9 +434,12 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
              out:str=None, # Save the result record as this JSON file, for `coop-fast results`
              plot:bool=False, # Save the confusion matrix and per-class accuracy as PNGs next to OUT (or the prompt file)
              json:bool=False, # Print the result record as JSON
+             feature_store:str=None, # Folder of the image-feature store; default $COOP_FAST_FEATURE_STORE, else ~/.cache/coop_fast/features
+             no_feature_store:bool=False, # Compute the image features afresh: no feature store
             ) -> dict:
     "Evaluate a prompt file on a folder or dataset: accuracy, macro-F1 and per-class accuracy"
     _check_int('bs', bs); _check_int('workers', workers, lo=0); _check_pct(test_pct)
+    store = feature_store_opt(feature_store, no_feature_store)
     _check_choice('subsample', subsample, subsamples); _check_choice('precision', precision, ('fp32',) + mixed + pure)
     prompt = Path(prompt).expanduser()
     if not prompt.exists(): raise FileNotFoundError(f"No prompt file {prompt}.")
@@ -432,7 +459,7 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
     check_images([p for p, _ in items])
     model, info = _load(prompt, names, _check_device(device), precision)
     dl = eval_dl(items, model, vocab=vocab, bs=bs, num_workers=workers, device=next(model.clip.parameters()).device)
-    probs, targs = _scores(model, dl, precision)
+    probs, targs = _scores(model, dl, precision, store)
     res, st = _stats(probs, targs, names)
     s = info['summary']
     from coop_fast.methods import get_method
