@@ -15,7 +15,7 @@ import coop_fast
 __all__ = ['commands', 'user_errors', 'positions', 'subsamples', 'result_kind', 'mixed', 'pure', 'command', 'overview', 'main',
            'parse_classnames', 'resolve_pretrained', 'write_atomic', 'write_text', 'save_fig', 'feature_store_opt',
            'feature_batches', 'parse_hp', 'method_kwargs', 'cli_train', 'cli_eval', 'cli_predict', 'read_results',
-           'aggregate', 'markdown_table', 'cli_results', 'cli_methods', 'cli_demo']
+           'aggregate', 'markdown_table', 'cli_results', 'cli_methods', 'cli_demo', 'cli_sweep']
 
 # %% ../nbs/09_cli.ipynb #1b080971
 commands = {}  # subcommand name -> its `call_parse` function
@@ -611,6 +611,69 @@ def cli_demo(task:str='digits', # Downstream task of the tiny CLIP: digits, type
     from coop_fast import zoo
     zoo.demo(task, shots=shots, epochs=epochs, seed=seed, out=out)
     return 0
+
+# %% ../nbs/09_cli.ipynb #a2ac768a
+def _csv(s:str, name:str, conv=str) -> list:
+    "The comma-separated values of option `--name`"
+    xs = [x.strip() for x in str(s).split(',') if x.strip()]
+    if not xs: raise ValueError(f"--{name} is empty.")
+    try: return [conv(x) for x in xs]
+    except ValueError: raise ValueError(f"--{name} takes comma-separated {'integers' if conv is int else 'values'}, got {s!r}.") from None
+
+def _kv(s:str|None, name:str) -> dict|None:
+    "`--name 'k=v,k=v'` as a dict"
+    if not s: return None
+    if bad := [p for p in s.split(',') if '=' not in p]: raise ValueError(f"--{name} takes key=value pairs, got {bad[0]!r}.")
+    return dict(p.split('=', 1) for p in s.split(','))
+
+@command
+def cli_sweep(datasets:str, # Benchmark datasets, comma-separated, e.g. EuroSAT,DescribableTextures (under --root)
+              root:str='data', # Data root of the datasets
+              shots:str='1,2,4,8,16', # Shots per class, comma-separated
+              seeds:str='1,2,3', # Seeds, comma-separated
+              methods:str='coop', # Methods, comma-separated (coop-fast methods lists them); each method's runs go to OUT/METHOD/
+              out:str='runs', # Folder for the prompt files and result records
+              train_args:str='', # Options for every coop-fast train, e.g. '--arch ViT-B-16 --pretrained openai'
+              executor:str='local', # local: this machine, one run per GPU at a time; slurm: a Slurm job array through submitit
+              gpus:str=None, # local: the GPUs to use, a number or comma-separated ids; default all
+              partition:str=None, # slurm: partition; default the cluster's
+              time:int=240, # slurm: time limit of a task, minutes (a task at its limit is requeued and resumes)
+              gpus_per_task:int=1, # slurm: GPUs per task
+              cpus:int=8, # slurm: CPUs per task
+              mem:float=None, # slurm: memory per task, GB; default the partition's
+              max_parallel:int=256, # slurm: tasks running at once, at most
+              slurm_setup:str=None, # slurm: shell commands each task runs first, e.g. 'source ~/venv/bin/activate'
+              slurm_args:str=None, # slurm: other sbatch options as key=value pairs, e.g. 'account=lab,qos=high'
+              no_wait:bool=False, # slurm: submit and return; run the same command again later to see what finished
+              poll:float=10, # slurm: seconds between two looks at the queue
+              logs:str=None, # Folder for the logs of the runs; default OUT/logs
+              feature_store:str=None, # Folder of the image-feature store of the runs; default theirs (~/.cache/coop_fast/features)
+              no_feature_store:bool=False, # The runs compute every image feature themselves
+              dry_run:bool=False, # Only say what would run
+              csv:str=None, # Also write the results table to this CSV file
+              json:bool=False, # Print the summary and the table as JSON
+             ) -> int:
+    "Run the grid of training runs (datasets x shots x seeds x methods) here or on Slurm; resume it; gather the results"
+    _check_choice('executor', executor, ('local', 'slurm'))
+    for k, v in dict(time=time, cpus=cpus, max_parallel=max_parallel).items(): _check_int(k, v)
+    _check_int('gpus_per_task', gpus_per_task, lo=0)
+    if feature_store is not None and no_feature_store: feature_store_opt(feature_store, no_feature_store)
+    g = None if gpus is None else int(gpus) if str(gpus).isdigit() else _csv(gpus, 'gpus')
+    slurm = {} if executor != 'slurm' else dict(partition=partition, time_min=time, gpus_per_task=gpus_per_task, cpus=cpus, mem_gb=mem,
+        max_parallel=max_parallel, setup=[slurm_setup] if slurm_setup else None, slurm_args=_kv(slurm_args, 'slurm_args'))
+    from coop_fast.sweep import run_sweep
+    say = lambda line: print(f"coop-fast sweep: {line}", file=sys.stderr, flush=True)
+    res = run_sweep(_csv(datasets, 'datasets'), _csv(shots, 'shots', int), _csv(seeds, 'seeds', int), _csv(methods, 'methods'),
+                    root, out, train_args, executor, logs, g, wait=not no_wait, poll=poll, feature_store=feature_store,
+                    no_feature_store=no_feature_store, dry_run=dry_run, progress=None if json else say, **slurm)
+    if csv and res.table is not None: write_atomic(csv, lambda t: res.table.to_csv(t, index=False))
+    if json: print(_dumps(dict(states=res.states, table=None if res.table is None else res.table.to_dict('records')), indent=1))
+    else:
+        print(res)
+        if res.table is not None:
+            metrics = [m for m in ('accuracy', 'macro_f1') if f'{m}_mean' in res.table]
+            print('\n' + markdown_table(res.table, ['dataset', 'label', 'shots'], metrics))
+    return 1 if res.failed else 0
 
 # %% ../nbs/09_cli.ipynb #f6e239f0
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())  # `python -m coop_fast.cli`, not a notebook
