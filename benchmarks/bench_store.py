@@ -67,16 +67,17 @@ def main_():
     p.add_argument('--datasets', nargs='+', default=['EuroSAT', 'DescribableTextures', 'OxfordPets'])
     p.add_argument('--shots', nargs='+', type=int, default=[1, 4])
     p.add_argument('--seeds', nargs='+', type=int, default=[1, 2, 3])
-    p.add_argument('--images', nargs=3, type=int, default=[16, 4, 200], metavar=('TRAIN', 'VAL', 'TEST'),
-                   help='fake images per class in each split (5 classes per data set)')
+    p.add_argument('--images', nargs=3, type=int, default=None, metavar=('TRAIN', 'VAL', 'TEST'),
+                   help='fake images per class in each split (5 classes per data set); default 16 4 200 (--small: 4 2 20)')
     p.add_argument('--epochs', type=int, default=None, help="training epochs; default CoOp's for the shots (50 to 200)")
     p.add_argument('--bs', type=int, default=32)
     p.add_argument('--device', default='cpu')
     p.add_argument('--threads', type=int, default=None, help='torch threads; default torch\'s')
-    p.add_argument('--small', action='store_true', help='the quick check: 2 train, 2 val, 20 test images per class, 3 epochs')
+    p.add_argument('--small', action='store_true', help='the quick check: 4 train, 2 val, 20 test images per class, 3 epochs')
     p.add_argument('--out', default=None, help='write the JSON results here')
     a = p.parse_args()
-    if a.small: a.images, a.epochs = [4, 2, 20], a.epochs or 3
+    a.images = a.images or ([4, 2, 20] if a.small else [16, 4, 200])
+    if a.small: a.epochs = a.epochs or 3
     if a.threads: torch.set_num_threads(a.threads)
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     tmp = Path(tempfile.mkdtemp(prefix='bench_store'))
