@@ -658,6 +658,10 @@ def cli_sweep(datasets:str, # Benchmark datasets, comma-separated, e.g. EuroSAT,
     for k, v in dict(time=time, cpus=cpus, max_parallel=max_parallel).items(): _check_int(k, v)
     _check_int('gpus_per_task', gpus_per_task, lo=0)
     if feature_store is not None and no_feature_store: feature_store_opt(feature_store, no_feature_store)
+    other = dict(local=dict(partition=partition, mem=mem, slurm_setup=slurm_setup, slurm_args=slurm_args, no_wait=no_wait or None),
+                 slurm=dict(gpus=gpus))[executor]
+    if given := [k for k, v in other.items() if v is not None]:
+        raise ValueError(f"--{given[0]} is an option of --executor {'slurm' if executor == 'local' else 'local'}, not of {executor}.")
     g = None if gpus is None else int(gpus) if str(gpus).isdigit() else _csv(gpus, 'gpus')
     slurm = {} if executor != 'slurm' else dict(partition=partition, time_min=time, gpus_per_task=gpus_per_task, cpus=cpus, mem_gb=mem,
         max_parallel=max_parallel, setup=[slurm_setup] if slurm_setup else None, slurm_args=_kv(slurm_args, 'slurm_args'))
