@@ -14,9 +14,9 @@ from .base import write_atomic, write_text
 
 # %% auto #0
 __all__ = ['commands', 'user_errors', 'positions', 'subsamples', 'result_kind', 'mixed', 'pure', 'command', 'overview', 'main',
-           'parse_classnames', 'resolve_pretrained', 'save_fig', 'parse_hp', 'method_kwargs', 'cli_train', 'cli_eval',
-           'cli_predict', 'read_results', 'aggregate', 'markdown_table', 'cli_results', 'cli_methods', 'cli_demo',
-           'cli_bake', 'cli_export', 'cli_serve']
+           'parse_classnames', 'resolve_pretrained', 'save_fig', 'feature_store_opt', 'feature_batches', 'parse_hp',
+           'method_kwargs', 'cli_train', 'cli_eval', 'cli_predict', 'read_results', 'aggregate', 'markdown_table',
+           'cli_results', 'cli_methods', 'cli_demo', 'cli_bake', 'cli_export', 'cli_serve', 'cli_sweep']
 
 # %% ../nbs/09_cli.ipynb #1b080971
 commands = {}  # subcommand name -> its `call_parse` function
@@ -159,12 +159,13 @@ def save_fig(fig, path) -> Path:
 # %% ../nbs/09_cli.ipynb #7d5f45db
 result_kind = 'coop_fast.result'  # 'kind' of a result record
 
-def _scores(model, dl, precision='fp32'):
-    "Class probabilities and targets of `model` on the labelled batches of `dl`"
+def _scores(model, dl, precision='fp32', store=None):
+    "Class probabilities and targets of `model` on the labelled batches of `dl`; image features from `store` if given"
     import torch
     dev = next(model.clip.parameters()).device
     dt = {'fp16': torch.float16, 'amp': torch.float16, 'bf16': torch.bfloat16, 'amp_bf16': torch.bfloat16}.get(precision)
     ps, ts = [], []
+    if store is not None and getattr(model, 'features_ok', False): dl = feature_batches(model, dl, store, dt)
     with torch.no_grad(), (torch.autocast(dev.type, dtype=dt) if dt else nullcontext()):
         for xb, yb in dl:
             ps.append(model(xb.to(dev)).float().softmax(-1).cpu())
@@ -195,6 +196,25 @@ def _load(prompt, names=None, device=None, precision='fp32'):
     seed = info['summary'].get('seed')
     if info['pretrained'] is None and isinstance(seed, int): set_seed(seed)
     return load_prompt(prompt, classnames=names, device=device, precision=precision if precision in pure else 'fp32'), info
+
+# %% ../nbs/09_cli.ipynb #16e5aa1b
+def feature_store_opt(folder:str|None, # `--feature_store`: the store's folder, or None for the default
+                      off:bool, # `--no_feature_store`
+                     ):
+    "The `FeatureStore` that `--feature_store`/`--no_feature_store` ask for, or None"
+    if off and folder is not None: raise ValueError("--feature_store and --no_feature_store contradict each other; give one.")
+    if off: return None
+    from coop_fast.store import FeatureStore
+    return FeatureStore(folder)
+
+def feature_batches(model, dl, store, dtype=None) -> list:
+    "Batches (features, labels) of the images of `dl`, in its order and batch size, their features from `store`"
+    import torch
+    from coop_fast.store import stored_features
+    dev = next(model.clip.parameters()).device
+    f, y = stored_features(model, dl, store, autocast=torch.autocast(dev.type, dtype=dtype) if dtype else None)
+    bs = dl.bs or max(len(f), 1)
+    return [(f[i:i + bs].to(dev), y[i:i + bs]) for i in range(0, len(f), bs)]
 
 # %% ../nbs/09_cli.ipynb #7f30db9c
 mixed = ('fp16', 'amp', 'bf16', 'amp_bf16')
@@ -278,6 +298,8 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
               label:str=None, # Name of the run in the results; default the variant's, e.g. 'CoOp (M=16, end)'
               json:bool=False, # Print the result record as JSON (and no progress bars)
               quiet:bool=False, # No progress bars or table of epochs
+              feature_store:str=None, # Folder of the image-feature store; default $COOP_FAST_FEATURE_STORE, else ~/.cache/coop_fast/features
+              no_feature_store:bool=False, # Compute every image feature in this run: no feature store
              ) -> dict:
     "Learn a prompt from a few labelled images per class; save it and report its test accuracy"
     for k, v in dict(shots=shots, n_ctx=n_ctx, bs=bs, epochs=epochs).items(): _check_int(k, v)
@@ -286,6 +308,7 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     _check_pct(test_pct); _check_choice('subsample', subsample, subsamples)
     if class_token_position is not None: _check_choice('class_token_position', class_token_position, positions)
     _check_choice('precision', precision, ('fp32',) + mixed + pure)
+    store = feature_store_opt(feature_store, no_feature_store)
     from coop_fast.methods import get_method  # imports PyTorch: after the checks that need none
     m = get_method(method)
     opts = method_kwargs(m, hp, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position)
@@ -312,6 +335,7 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     learn = m.learner(dls, clip_model=clip, precision='fp32' if precision in pure else precision,
                       feature_cache=False if feature_cache is None else feature_cache, path=out.parent, **opts)
     learn.precision = precision
+    if store is not None: learn.use_store(store)
     dataset = src if kind == 'dataset' else src.name
     config = dict(data=str(src if kind == 'dataset' else src.resolve()), dataset=dataset, subsample=subsample, test_pct=test_pct,
                   method=m.name, shots=shots, seed=seed, arch=arch, pretrained=weights, bs=bs, precision=precision,
@@ -324,7 +348,7 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
         raise ValueError(f"{stopped} No prompt file was written" + (f"; {out} is unchanged." if out.exists() else '.'))
     from coop_fast.interpret import plot_training, plot_confusion, plot_class_accuracy
     if plot and m.fit is not None: save_fig(plot_training(learn), out.with_suffix('.training.png'))
-    probs, targs = _scores(learn.model, test_dl, precision)
+    probs, targs = _scores(learn.model, test_dl, precision, store)
     names = list(learn.model.classnames)
     res, st = _stats(probs, targs, names)
     cfg = learn.model.config()
@@ -390,9 +414,12 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
              out:str=None, # Save the result record as this JSON file, for `coop-fast results`
              plot:bool=False, # Save the confusion matrix and per-class accuracy as PNGs next to OUT (or the prompt file)
              json:bool=False, # Print the result record as JSON
+             feature_store:str=None, # Folder of the image-feature store; default $COOP_FAST_FEATURE_STORE, else ~/.cache/coop_fast/features
+             no_feature_store:bool=False, # Compute the image features afresh: no feature store
             ) -> dict:
     "Evaluate a prompt file on a folder or dataset: accuracy, macro-F1 and per-class accuracy"
     _check_int('bs', bs); _check_int('workers', workers, lo=0); _check_pct(test_pct)
+    store = feature_store_opt(feature_store, no_feature_store)
     _check_choice('subsample', subsample, subsamples); _check_choice('precision', precision, ('fp32',) + mixed + pure)
     prompt = Path(prompt).expanduser()
     if not prompt.exists(): raise FileNotFoundError(f"No prompt file {prompt}.")
@@ -412,7 +439,7 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
     check_images([p for p, _ in items])
     model, info = _load(prompt, names, _check_device(device), precision)
     dl = eval_dl(items, model, vocab=vocab, bs=bs, num_workers=workers, device=next(model.clip.parameters()).device)
-    probs, targs = _scores(model, dl, precision)
+    probs, targs = _scores(model, dl, precision, store)
     res, st = _stats(probs, targs, names)
     s = info['summary']
     from coop_fast.methods import get_method
@@ -622,6 +649,73 @@ def cli_serve(prompt:str, # Prompt file
     print(f"Serving {Path(prompt).name} on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
     serve(_load(prompt, names, _check_device(device))[0], port=port, host=host, top=top, name=Path(prompt).name)
     return 0
+
+# %% ../nbs/09_cli.ipynb #a2ac768a
+def _csv(s:str, name:str, conv=str) -> list:
+    "The comma-separated values of option `--name`"
+    xs = [x.strip() for x in str(s).split(',') if x.strip()]
+    if not xs: raise ValueError(f"--{name} is empty.")
+    try: return [conv(x) for x in xs]
+    except ValueError: raise ValueError(f"--{name} takes comma-separated {'integers' if conv is int else 'values'}, got {s!r}.") from None
+
+def _kv(s:str|None, name:str) -> dict|None:
+    "`--name 'k=v,k=v'` as a dict"
+    if not s: return None
+    if bad := [p for p in s.split(',') if '=' not in p]: raise ValueError(f"--{name} takes key=value pairs, got {bad[0]!r}.")
+    return dict(p.split('=', 1) for p in s.split(','))
+
+@command
+def cli_sweep(datasets:str, # Benchmark datasets, comma-separated, e.g. EuroSAT,DescribableTextures (under --root)
+              root:str='data', # Data root of the datasets
+              shots:str='1,2,4,8,16', # Shots per class, comma-separated
+              seeds:str='1,2,3', # Seeds, comma-separated
+              methods:str='coop', # Methods, comma-separated (coop-fast methods lists them); each method's runs go to OUT/METHOD/
+              out:str='runs', # Folder for the prompt files and result records
+              train_args:str='', # Options for every coop-fast train, e.g. '--arch ViT-B-16 --pretrained openai'
+              executor:str='local', # local: this machine, one run per GPU at a time; slurm: a Slurm job array through submitit
+              gpus:str=None, # local: the GPUs to use, a number or comma-separated ids; default all
+              partition:str=None, # slurm: partition; default the cluster's
+              time:int=240, # slurm: time limit of a task, minutes (a task at its limit is requeued and resumes)
+              gpus_per_task:int=1, # slurm: GPUs per task
+              cpus:int=8, # slurm: CPUs per task
+              mem:float=None, # slurm: memory per task, GB; default the partition's
+              max_parallel:int=256, # slurm: tasks running at once, at most
+              slurm_setup:str=None, # slurm: shell commands each task runs first, e.g. 'source ~/venv/bin/activate'
+              slurm_args:str=None, # slurm: other sbatch options as key=value pairs, e.g. 'account=lab,qos=high'
+              no_wait:bool=False, # slurm: submit and return; run the same command again later to see what finished
+              poll:float=10, # slurm: seconds between two looks at the queue
+              logs:str=None, # Folder for the logs of the runs; default OUT/logs
+              feature_store:str=None, # Folder of the image-feature store of the runs; default theirs (~/.cache/coop_fast/features)
+              no_feature_store:bool=False, # The runs compute every image feature themselves
+              dry_run:bool=False, # Only say what would run
+              csv:str=None, # Also write the results table to this CSV file
+              json:bool=False, # Print the summary and the table as JSON
+             ) -> int:
+    "Run the grid of training runs (datasets x shots x seeds x methods) here or on Slurm; resume it; gather the results"
+    _check_choice('executor', executor, ('local', 'slurm'))
+    for k, v in dict(time=time, cpus=cpus, max_parallel=max_parallel).items(): _check_int(k, v)
+    _check_int('gpus_per_task', gpus_per_task, lo=0)
+    if feature_store is not None and no_feature_store: feature_store_opt(feature_store, no_feature_store)
+    other = dict(local=dict(partition=partition, mem=mem, slurm_setup=slurm_setup, slurm_args=slurm_args, no_wait=no_wait or None),
+                 slurm=dict(gpus=gpus))[executor]
+    if given := [k for k, v in other.items() if v is not None]:
+        raise ValueError(f"--{given[0]} is an option of --executor {'slurm' if executor == 'local' else 'local'}, not of {executor}.")
+    g = None if gpus is None else int(gpus) if str(gpus).isdigit() else _csv(gpus, 'gpus')
+    slurm = {} if executor != 'slurm' else dict(partition=partition, time_min=time, gpus_per_task=gpus_per_task, cpus=cpus, mem_gb=mem,
+        max_parallel=max_parallel, setup=[slurm_setup] if slurm_setup else None, slurm_args=_kv(slurm_args, 'slurm_args'))
+    from coop_fast.sweep import run_sweep
+    say = lambda line: print(f"coop-fast sweep: {line}", file=sys.stderr, flush=True)
+    res = run_sweep(_csv(datasets, 'datasets'), _csv(shots, 'shots', int), _csv(seeds, 'seeds', int), _csv(methods, 'methods'),
+                    root, out, train_args, executor, logs, g, wait=not no_wait, poll=poll, feature_store=feature_store,
+                    no_feature_store=no_feature_store, dry_run=dry_run, progress=None if json else say, **slurm)
+    if csv and res.table is not None: write_atomic(csv, lambda t: res.table.to_csv(t, index=False))
+    if json: print(_dumps(dict(states=res.states, table=None if res.table is None else res.table.to_dict('records')), indent=1))
+    else:
+        print(res)
+        if res.table is not None:
+            metrics = [m for m in ('accuracy', 'macro_f1') if f'{m}_mean' in res.table]
+            print('\n' + markdown_table(res.table, ['dataset', 'label', 'shots'], metrics))
+    return 1 if res.failed else 0
 
 # %% ../nbs/09_cli.ipynb #f6e239f0
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())  # `python -m coop_fast.cli`, not a notebook

@@ -31,8 +31,9 @@ from .methods import Method, register_method
 
 # %% auto #0
 __all__ = ['has_norm', 'NormCheck', 'prepare_clip', 'prompt_splitter', 'PromptCallback', 'DeviceMixedPrecision', 'image_features',
-           'FeatureDL', 'world_size', 'comm_device', 'shard_idxs', 'gather_rows', 'local_dl', 'FeatureCache',
-           'clip_learner', 'coop_learner', 'coop_label', 'coop_lr', 'coop_sgd', 'EpochScheduler', 'LogEvery']
+           'FeatureDL', 'world_size', 'comm_device', 'shard_idxs', 'gather_rows', 'local_dl', 'same_rng',
+           'FeatureCache', 'clip_learner', 'coop_learner', 'coop_label', 'coop_lr', 'coop_sgd', 'EpochScheduler',
+           'LogEvery']
 
 # %% ../nbs/04_learner.ipynb #89972882
 def _add_clip_norm(dls, pre):
@@ -256,6 +257,19 @@ def local_dl(dl):
     "The DataLoader inside fastai's `DistributedDL` wrapper `dl` (or `dl` itself)"
     return dl.dl if isinstance(dl, DistributedDL) else dl
 
+# %% ../nbs/04_learner.ipynb #a439f7f5
+import random
+import numpy as np
+from contextlib import contextmanager
+
+@contextmanager
+def same_rng():
+    "Run the block, then put Python's, NumPy's and torch's (CPU) random generators back as they were before it"
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try: yield
+        finally: random.setstate(py); np.random.set_state(npy)
+
 # %% ../nbs/04_learner.ipynb #a813622d
 class FeatureCache(Callback):
     "Train on frozen image features computed once: `n_views` augmented views per training image (0: un-augmented)"
@@ -263,6 +277,7 @@ class FeatureCache(Callback):
     def __init__(self, n_views:int=0, # Augmented views per training image; 0 caches the un-augmented view
                  valid:bool=True, # Cache the validation features too
                  progress:bool=True, # Show progress bars while computing features
+                 store=None, # A `coop_fast.store.FeatureStore` to read and keep the un-augmented views in; None: none
                 ):
         check_int(n_views, 'n_views', lo=0)
         store_attr()
@@ -278,15 +293,19 @@ class FeatureCache(Callback):
         if mp is None or (dev != 'cuda' and not isinstance(mp, DeviceMixedPrecision)): return None
         return torch.autocast(dev, dtype=torch.bfloat16 if mp.amp_mode == AMPMode.BF16 else torch.float16)
 
-    def _feats(self, dl, eval_tfms=False):
+    def _feats(self, dl, eval_tfms=False, plain=False):
         "Image features and labels of `dl`; under DDP each process computes its shard and all gather them"
         bar = getattr(self.learn, 'progress', None)  # fastai's `ProgressCallback`, absent under `learn.no_bar()`
+        ac = self._autocast()
         feats = partial(image_features, unwrap(self.model), eval_tfms=eval_tfms, progress=self.progress and bar is not None,
-                        autocast=self._autocast(), parent=getattr(bar, 'mbar', None))
-        if world_size() == 1: return feats(dl)
-        idxs = shard_idxs(dl.n, dist.get_rank(), world_size())
-        f, y = feats(dl.new(get_idxs=lambda: idxs))
-        return gather_rows(f, dl.n), gather_rows(y, dl.n)
+                        autocast=ac, parent=getattr(bar, 'mbar', None))
+        with same_rng() if eval_tfms or plain else nullcontext():  # an un-augmented view: no random draws
+            if world_size() == 1 and self.store is not None and (eval_tfms or plain):
+                return self.store.features(unwrap(self.model), dl, feats, eval_tfms=eval_tfms, autocast=ac)
+            if world_size() == 1: return feats(dl)
+            idxs = shard_idxs(dl.n, dist.get_rank(), world_size())
+            f, y = feats(dl.new(get_idxs=lambda: idxs))
+            return gather_rows(f, dl.n), gather_rows(y, dl.n)
 
     def _key(self, dl): return (id(dl.dataset), len(dl.dataset), self.n_views)
 
@@ -309,7 +328,7 @@ class FeatureCache(Callback):
         "Cached-feature loader for validation DataLoader `dl`"
         dl = local_dl(dl)
         if self.valid_cache is None or self.valid_cache[0] != self._key(dl):
-            f, y = self._feats(dl)
+            f, y = self._feats(dl, plain=True)
             self.valid_cache = (self._key(dl), f[None], y)
         _, f, y = self.valid_cache
         return FeatureDL(f, y, bs=dl.bs, device=dl.device)

@@ -53,7 +53,7 @@ def test_usage():
     code, out, err = run()
     assert code == 2 and 'usage: coop-fast COMMAND' in err
     assert run('--version')[1].strip() == f'coop_fast {coop_fast.__version__}'
-    assert list(commands) == ['train', 'eval', 'predict', 'results', 'methods', 'demo', 'bake', 'export', 'serve']
+    assert list(commands) == ['train', 'eval', 'predict', 'results', 'methods', 'demo', 'bake', 'export', 'serve', 'sweep']
 
 def test_train_eval_predict_results(imgs, tmp_path):
     p = tmp_path/'runs/a.safetensors'
