@@ -9,27 +9,36 @@ from contextlib import nullcontext
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import coop_fast
+from .clip import autocast_dtypes
 from .data import dl_vocab, class_index
 from .interpret import class_stats
 
 # %% auto #0
-__all__ = ['result_kind', 'outcomes', 'scores', 'eval_stats', 'per_class', 'result_record', 'read_results', 'aggregate',
-           'markdown_table']
+__all__ = ['result_kind', 'outcomes', 'feature_batches', 'scores', 'eval_stats', 'per_class', 'result_record', 'read_results',
+           'aggregate', 'markdown_table']
 
 # %% ../nbs/17_experiments.ipynb #6c214079
-_autocast = {'fp16': torch.float16, 'amp': torch.float16, 'bf16': torch.bfloat16, 'amp_bf16': torch.bfloat16}
+def feature_batches(model, dl, store, dtype=None) -> list:
+    "Batches (features, labels) of the images of `dl`, in its order and batch size, their features from `store` (`coop_fast.store`)"
+    from coop_fast.store import stored_features
+    dev = next(model.clip.parameters()).device
+    f, y = stored_features(model, dl, store, autocast=torch.autocast(dev.type, dtype=dtype) if dtype else None)
+    bs = dl.bs or max(len(f), 1)
+    return [(f[i:i + bs].to(dev), y[i:i + bs]) for i in range(0, len(f), bs)]
 
 def scores(model, # A `PromptModel` (or any module mapping images to logits)
            dl, # DataLoader of (images, labels)
            precision:str='fp32', # 'fp32', or autocast 'fp16'/'amp'/'bf16'/'amp_bf16'
            classes:list|None=None, # Names of the model's outputs, in the data's terms; default `model.classnames`
+           store=None, # A `FeatureStore` to read the images' features from (for models whose image features do not change)
           ) -> tuple:
     "Class probabilities `(N, n_cls)` of `model` on the labelled batches of `dl`, and the targets as indices of its classes"
     dev = next(model.parameters()).device
     classes = list(model.classnames if classes is None else classes)
     v = dl_vocab(dl)
     idx = None if v is None or v == [str(c) for c in classes] else torch.tensor(class_index(v, classes, 'The test data'))
-    dt = _autocast.get(precision)
+    dt = autocast_dtypes.get(precision)
+    if store is not None and getattr(model, 'features_ok', False): dl = feature_batches(model, dl, store, dt)
     ps, ts = [], []
     with torch.no_grad(), (torch.autocast(dev.type, dtype=dt) if dt else nullcontext()):
         for xb, yb in dl:

@@ -41,7 +41,9 @@ def _pool_type(t): return getattr(t, 'text_pool_type', getattr(t, 'pool_type', '
 # %% ../nbs/01_prompt.ipynb #e3220bdb
 positions = ('end', 'middle', 'front')
 
-def clean_classname(name): return name.replace('_', ' ').strip()
+def clean_classname(name):
+    "A class name as CoOp prompts it: '_' becomes a space"
+    return name.replace('_', ' ').strip()
 
 def check_names(classnames):
     "Cleaned class names, or an error naming the problem"
@@ -157,7 +159,7 @@ def fast_path_reason(t) -> str|None:
         if hasattr(b, 'ln_1_kv'): return f"block {i} is a cross-attention block"
         if r := _attn_reason(b.attn): return f"block {i}: {r}"
 
-# %% ../nbs/01_prompt.ipynb #d88bbc2c
+# %% ../nbs/01_prompt.ipynb #41bfc379
 def _qkv(a, x):
     "Queries, keys and values `(batch, heads, seq, head_dim)` of attention module `a` on `x`, queries scaled"
     B, S, D = x.shape
@@ -175,7 +177,7 @@ def _out(a, o):
     B, H, S, d = o.shape
     return a.out_proj(getattr(a, 'ln_inner', nn.Identity())(o.transpose(1, 2).reshape(B, S, H * d)))
 
-# %% ../nbs/01_prompt.ipynb #4220770d
+# %% ../nbs/01_prompt.ipynb #d868f4c9
 def _grouped(x, G):
     "`x` `(G·C, H, S, n)` as `(G, H, C·S, n)`: the rows of every class of a group in one matrix per head"
     N, H, S, n = x.shape
@@ -251,7 +253,7 @@ def encode_prompts(clip, # open_clip CLIP model
     else: raise ValueError(f"Unknown text encoder path {path!r}; use 'auto', 'shared', 'truncated' or 'full'.")
     return _project(t, x[torch.arange(x.shape[0], device=x.device), eot])
 
-# %% ../nbs/01_prompt.ipynb #ec08742a
+# %% ../nbs/01_prompt.ipynb #7d94331d
 class FrozenCLIP(nn.Module):
     "A frozen CLIP `clip_model` that stays in eval mode, with a checked image encoder that needs no autograd"
     def __init__(self, clip_model):
@@ -276,7 +278,7 @@ class FrozenCLIP(nn.Module):
         self.check_images(x)
         with torch.no_grad(): return self.clip.encode_image(x.to(next(self.clip.visual.parameters()).dtype))
 
-# %% ../nbs/01_prompt.ipynb #3626c968
+# %% ../nbs/01_prompt.ipynb #104cbc99
 def cosine_logits(clip, # The CLIP whose logit scale (and bias) to use
                   f, # Image features `(batch, dim)`
                   t, # Text features `(n_cls, dim)`, or `(batch, n_cls, dim)` per image
@@ -291,7 +293,7 @@ def cosine_logits(clip, # The CLIP whose logit scale (and bias) to use
         b = getattr(clip, 'logit_bias', None)
         return logits if b is None else logits + b.float()
 
-# %% ../nbs/01_prompt.ipynb #1efa3b4c
+# %% ../nbs/01_prompt.ipynb #96c5fcf9
 class PromptModel(FrozenCLIP):
     "Base of coop_fast's models: a frozen CLIP, learnable prompt parts, and logits for `classnames`"
     features_ok = True  # `forward` also takes frozen image features (the image tower is not prompted)
@@ -387,7 +389,7 @@ class CoOpModel(PromptModel):
         "Logits `(batch, n_cls)` for images `x`, or for image features `x` of shape `(batch, embed_dim)`"
         return cosine_logits(self.clip, x if x.dim() == 2 else self.encode_image(x), self.text_features())
 
-# %% ../nbs/01_prompt.ipynb #d7eb9d74
+# %% ../nbs/01_prompt.ipynb #28cd245f
 @patch(cls_method=True)
 def from_state(cls:CoOpModel, clip_model, config:dict, tensors:dict, saved:list, classnames:list|None=None):
     "A `CoOpModel` from saved state; a class-specific context prompts a subset or reordering of its `saved` classes"

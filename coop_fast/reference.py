@@ -8,7 +8,8 @@ import torch, torch.nn as nn
 from open_clip.tokenizer import SimpleTokenizer, tokenize
 
 # %% auto #0
-__all__ = ['RefTextEncoder', 'RefPromptLearner', 'RefCoOp']
+__all__ = ['RefTextEncoder', 'RefPromptLearner', 'RefCoOp', 'ref_kgcoop_loss', 'ref_zeroshot_logits', 'ref_prograd_losses',
+           'ref_prograd_grads']
 
 # %% ../nbs/01a_reference.ipynb #6125cf34
 _tokenizer = SimpleTokenizer()
@@ -111,3 +112,41 @@ class RefCoOp(nn.Module):
         text_features = text_features / text_features.norm(dim=-1, keepdim=True)
         logit_scale = self.logit_scale.exp()
         return logit_scale * image_features @ text_features.t()
+
+# %% ../nbs/01a_reference.ipynb #4ae6fdef
+import torch.nn.functional as F
+
+def ref_kgcoop_loss(logits, label, text_features, text_features_old, w=8.0):
+    "KgCoOp's training loss: cross-entropy + w · (1 − mean over classes of cos(learned, hand-crafted text features))"
+    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+    text_features_old = text_features_old / text_features_old.norm(dim=-1, keepdim=True)
+    score = 1.0 - torch.mean(nn.CosineSimilarity(dim=1, eps=1e-07)(text_features, text_features_old))
+    return F.cross_entropy(logits, label) + w * score
+
+# %% ../nbs/01a_reference.ipynb #02a586d7
+def ref_zeroshot_logits(image_features, text_features, logit_scale):
+    "ProGrad's teacher: CLIP's logits from hand-crafted prompts' text features"
+    image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+    return logit_scale.exp() * image_features @ text_features.t()
+
+def ref_prograd_losses(stu_logits, tea_logits, label, T=1.0):
+    "ProGrad's `ProGradLoss`: the cross-entropy, and −Σ softmax(teacher/T) · log_softmax(student/T) · T², summed over classes, mean over the batch"
+    xe_loss = F.cross_entropy(stu_logits, label)
+    tea_prob = F.softmax(tea_logits / T, dim=-1)
+    kl_loss = (-tea_prob * F.log_softmax(stu_logits / T, -1) * T * T).sum(1).mean()
+    return xe_loss, kl_loss
+
+def ref_prograd_grads(params, loss_a, loss_b, lambda_=1.0):
+    "ProGrad's `prograd_backward_and_update` without the optimizer step: leaves the projected gradient of `loss_a` in each `p.grad`"
+    for p in params: p.grad = None
+    loss_b.backward(retain_graph=True)
+    b_grads = [p.grad.clone() for p in params]
+    for p in params: p.grad = None
+    loss_a.backward()
+    for p, b_grad in zip(params, b_grads):
+        b_grad_norm = b_grad / torch.linalg.norm(b_grad)
+        a_grad = p.grad.clone()
+        a_grad_norm = a_grad / torch.linalg.norm(a_grad)
+        if torch.dot(a_grad_norm.flatten(), b_grad_norm.flatten()) < 0:
+            p.grad = a_grad - lambda_ * torch.dot(a_grad.flatten(), b_grad_norm.flatten()) * b_grad_norm
