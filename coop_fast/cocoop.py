@@ -181,7 +181,7 @@ class CoCoOpModel(PromptModel):
         f = x if x.dim() == 2 else self.encode_image(x)
         return cocoop_logits(self.clip, self.prompt_learner, f, self.text_path, self.chunk_mb)
 
-# %% ../nbs/11_cocoop.ipynb #b68d0e8b
+# %% ../nbs/11_cocoop.ipynb #0b49c011
 @delegates(clip_learner, but=['make_model', 'method'])
 def cocoop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
                    arch='ViT-B-16', # CLIP architecture name (`'ViT-B-16'`, `'RN50'`, ...) or an open_clip model already loaded
@@ -197,7 +197,7 @@ def cocoop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` na
                    text_path=text_path, chunk_mb=chunk_mb)
     return clip_learner(dls, make, arch, pretrained, method='cocoop', **kwargs)
 
-# %% ../nbs/11_cocoop.ipynb #40761c8e
+# %% ../nbs/11_cocoop.ipynb #85b2542f
 def cocoop_epochs(shots:int, # Training images per class
                   dataset:str|None=None, # Benchmark dataset trained on, if any
                  ) -> int:
@@ -214,7 +214,7 @@ register_method(Method('cocoop', 'CoCoOp', CoCoOpModel, cocoop_learner, kind='co
                        hparams=dict(n_ctx=None, ctx_init='a photo of a', class_token_position='end', chunk_mb=1024.),
                        paper='Zhou et al., Conditional Prompt Learning for Vision-Language Models, CVPR 2022'))
 
-# %% ../nbs/11_cocoop.ipynb #6145f5b7
+# %% ../nbs/11_cocoop.ipynb #38fca336
 def task_items(task:str, # A coop-tiny task, a key of `coop_fast.zoo.tasks`
                root=None, # Folder for the task images; default `coop_fast.zoo.cache_dir()/'tasks'`
               ) -> tuple:
@@ -246,7 +246,7 @@ def accuracy_on(model, # A `PromptModel`
         for xb, yb in dl: right, n = right + (model(xb).argmax(-1) == yb).sum().item(), n + len(yb)
     return 100 * right / n
 
-# %% ../nbs/11_cocoop.ipynb #981dbac5
+# %% ../nbs/11_cocoop.ipynb #d7c8b7db
 def base_to_novel(task:str='digits', # A coop-tiny task, a key of `coop_fast.zoo.tasks`
                   method:str='cocoop', # A method of `coop_fast.methods`
                   shots:int=16, # Training images per base class
