@@ -9,7 +9,7 @@ from open_clip.tokenizer import SimpleTokenizer, tokenize
 
 # %% auto #0
 __all__ = ['RefTextEncoder', 'RefPromptLearner', 'RefCoOp', 'ref_kgcoop_loss', 'ref_zeroshot_logits', 'ref_prograd_losses',
-           'ref_prograd_grads']
+           'ref_prograd_grads', 'RefCoCoOpPromptLearner', 'RefCoCoOp']
 
 # %% ../nbs/01a_reference.ipynb #6125cf34
 _tokenizer = SimpleTokenizer()
@@ -150,3 +150,50 @@ def ref_prograd_grads(params, loss_a, loss_b, lambda_=1.0):
         a_grad_norm = a_grad / torch.linalg.norm(a_grad)
         if torch.dot(a_grad_norm.flatten(), b_grad_norm.flatten()) < 0:
             p.grad = a_grad - lambda_ * torch.dot(a_grad.flatten(), b_grad_norm.flatten()) * b_grad_norm
+
+# %% ../nbs/01a_reference.ipynb #7f8ccaea
+from collections import OrderedDict
+
+class RefCoCoOpPromptLearner(RefPromptLearner):
+    "CoCoOp's `PromptLearner`: CoOp's unified context at the end, plus the Meta-Net that shifts it per image"
+    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init=None):
+        super().__init__(clip_model, classnames, n_ctx, ctx_init)
+        vis_dim, ctx_dim = clip_model.visual.output_dim, self.ctx.shape[-1]
+        self.meta_net = nn.Sequential(OrderedDict([
+            ("linear1", nn.Linear(vis_dim, vis_dim // 16)),
+            ("relu", nn.ReLU(inplace=True)),
+            ("linear2", nn.Linear(vis_dim // 16, ctx_dim))]))
+
+    def forward(self, im_features):
+        prefix, suffix = self.token_prefix, self.token_suffix
+        bias = self.meta_net(im_features).unsqueeze(1)  # (batch, 1, ctx_dim)
+        ctx_shifted = self.ctx.unsqueeze(0) + bias  # (batch, n_ctx, ctx_dim)
+        prompts = []
+        for ctx_shifted_i in ctx_shifted:
+            ctx_i = ctx_shifted_i.unsqueeze(0).expand(self.n_cls, -1, -1)
+            prompts.append(torch.cat([prefix, ctx_i, suffix], dim=1))  # (n_cls, n_tkn, ctx_dim)
+        return torch.stack(prompts)
+
+# %% ../nbs/01a_reference.ipynb #29d4cba7
+class RefCoCoOp(nn.Module):
+    "CoCoOp's `CustomCLIP`: for each image, logits = exp(logit_scale) · cos(its feature, the text features of its prompts)"
+    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init=None):
+        super().__init__()
+        self.prompt_learner = RefCoCoOpPromptLearner(clip_model, classnames, n_ctx, ctx_init)
+        self.tokenized_prompts = self.prompt_learner.tokenized_prompts
+        self.image_encoder = clip_model.visual
+        self.text_encoder = RefTextEncoder(clip_model)
+        self.logit_scale = clip_model.logit_scale
+        self.dtype = self.text_encoder.dtype
+
+    def forward(self, image):
+        logit_scale = self.logit_scale.exp()
+        image_features = self.image_encoder(image.type(self.dtype))
+        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+        prompts = self.prompt_learner(image_features)
+        logits = []
+        for pts_i, imf_i in zip(prompts, image_features):
+            text_features = self.text_encoder(pts_i, self.tokenized_prompts)
+            text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+            logits.append(logit_scale * imf_i @ text_features.t())
+        return torch.stack(logits)
