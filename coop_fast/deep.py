@@ -479,16 +479,16 @@ def promptsrc_epochs(shots:int, dataset:str|None=None) -> int:
     return 20
 
 _mm = 'Khattak et al., MaPLe: Multi-modal Prompt Learning, CVPR 2023'
-register_method(Method('ivlp', 'IVLP', IVLPModel, ivlp_learner, kind='deep', epochs=maple_epochs, lr=0.0035, bs=4,
-                       hparams=dict(n_ctx_text=2, n_ctx_vision=2, depth_text=12, depth_vision=12, ctx_init='a photo of a'),
-                       label=lambda c: f"IVLP ({c['n_ctx_text']}+{c['n_ctx_vision']}, depth {c['depth_text']}/{c['depth_vision']})",
-                       paper=_mm + ' (its independent V-L prompting baseline)'))
-register_method(Method('maple', 'MaPLe', MaPLeModel, maple_learner, kind='deep', epochs=maple_epochs, lr=0.0035, bs=4,
-                       hparams=dict(n_ctx=2, depth=9, ctx_init='a photo of a'),
-                       label=lambda c: f"MaPLe ({c['n_ctx']} ctx, depth {c['depth']})", paper=_mm))
-register_method(Method('promptsrc', 'PromptSRC', PromptSRCModel, promptsrc_learner, kind='deep', epochs=promptsrc_epochs,
-                       lr=0.0025, bs=4, cbs=(SelfRegulariser, GPA),
-                       hparams=dict(n_ctx_text=4, n_ctx_vision=4, depth_text=9, depth_vision=9, ctx_init='a photo of a',
-                                    text_weight=25., image_weight=10., gpa_mean=15., gpa_std=1.),
-                       label=lambda c: f"PromptSRC ({c['n_ctx_text']}+{c['n_ctx_vision']}, depth {c['depth_text']}/{c['depth_vision']})",
-                       paper='Khattak et al., Self-regulating Prompts: Foundational Model Adaptation without Forgetting, ICCV 2023'))
+for m in (Method('ivlp', 'IVLP', IVLPModel, ivlp_learner, kind='deep', epochs=maple_epochs, lr=0.0035, bs=4,
+                 hparams=dict(n_ctx_text=2, n_ctx_vision=2, depth_text=12, depth_vision=12, ctx_init='a photo of a'),
+                 label=lambda c: f"IVLP ({c['n_ctx_text']}+{c['n_ctx_vision']}, depth {c['depth_text']}/{c['depth_vision']})",
+                 paper=_mm + ' (its independent V-L prompting baseline)'),
+          Method('maple', 'MaPLe', MaPLeModel, maple_learner, kind='deep', epochs=maple_epochs, lr=0.0035, bs=4,
+                 hparams=dict(n_ctx=2, depth=9, ctx_init='a photo of a'),
+                 label=lambda c: f"MaPLe ({c['n_ctx']} ctx, depth {c['depth']})", paper=_mm),
+          Method('promptsrc', 'PromptSRC', PromptSRCModel, promptsrc_learner, kind='deep', epochs=promptsrc_epochs, lr=0.0025, bs=4,
+                 hparams=dict(n_ctx_text=4, n_ctx_vision=4, depth_text=9, depth_vision=9, ctx_init='a photo of a',
+                              text_weight=25., image_weight=10., gpa_mean=15., gpa_std=1.), cbs=(SelfRegulariser, GPA),
+                 label=lambda c: f"PromptSRC ({c['n_ctx_text']}+{c['n_ctx_vision']}, depth {c['depth_text']}/{c['depth_vision']})",
+                 paper='Khattak et al., Self-regulating Prompts: Foundational Model Adaptation without Forgetting, ICCV 2023')):
+    register_method(m)
