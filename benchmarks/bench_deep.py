@@ -7,6 +7,8 @@ its official defaults (IVLP 2+2 tokens in 12 blocks, MaPLe 2 in 9, PromptSRC 4+4
 `coop_fast.reference` (`RefIVLP`, `RefMaPLe`, `RefPromptSRC` + `ref_promptsrc_loss`: the official code's order of
 operations, 77-token prompts of every class through every text block on every step); the fast path is `coop_fast.deep`
 (text tower cut after the last EOT, the class-independent prefix encoded once per block; the same prompted image tower).
+The "bound" is the reference step over the fast path's image tower alone (forward and backward): the ratio a fast
+path whose text part cost nothing would reach. `--table results.json` prints the markdown table.
 Both share one CLIP and the same prompt values. A step is forward, backward and SGD step; the two paths alternate.
 PromptSRC's frozen text features are computed once, outside the step, from one template ("a photo of a {}.") for both
 paths (its 60-template average costs the same for both and is not part of a step).
@@ -73,9 +75,11 @@ def bench_step(arch, method, n_cls, reps, bs):
     x, y = batch(clip, n_cls, bs)
     with torch.no_grad(): diff = (m.eval()(x) - r(x)).abs().max().item()
     m.train()
+    params = list(m.trainable().values())
     tr, tf = alternate(step_fn([p for _, p in pairs(method, m, r)], loss_fn(method, r, x, y, True)),
-                       step_fn(list(m.trainable().values()), loss_fn(method, m, x, y, False)), reps)
-    return dict(ref_step=tr, fast_step=tf, step_ratio=tr / tf, max_logit_diff=diff)
+                       step_fn(params, loss_fn(method, m, x, y, False)), reps)
+    ti, _ = alternate(step_fn(params, lambda: m.encode_image(x).sum()), lambda: None, reps)
+    return dict(ref_step=tr, fast_step=tf, step_ratio=tr / tf, image_step=ti, step_ratio_bound=tr / ti, max_logit_diff=diff)
 
 def bench_fast(arch, method, n_cls, reps, bs):
     "Train step of the fast path alone (for when the reference does not fit)"
@@ -112,6 +116,19 @@ def step_memory(arch, method, n_cls, which, bs):
     if not lines: raise RuntimeError(f"memory child {arch} {method} {n_cls} {which} failed ({out.returncode}): {out.stderr[-2000:]}")
     return json.loads(lines[-1])['peak_mb']
 
+def table(rows) -> str:
+    "A markdown table of the results `rows`"
+    def f(v, fmt): return '—' if v is None else fmt.format(v) if isinstance(v, (int, float)) else str(v)
+    hdr = ['CLIP', 'method', 'classes', 'reference step (s)', 'fast step (s)', 'ratio', 'bound (image tower)', 'reference MB',
+           'fast MB', 'fast / reference', 'max logit diff']
+    out = ['| ' + ' | '.join(hdr) + ' |', '|' + '---|' * len(hdr)]
+    for r in rows:
+        g = r.get
+        out.append(f"| {r['arch']} | {r['method']} | {r['n_cls']} | {f(g('ref_step'), '{:.2f}')} | {f(g('fast_step'), '{:.2f}')} | "
+                   f"{f(g('step_ratio'), '{:.1f}×')} | {f(g('step_ratio_bound'), '{:.1f}×')} | {f(g('ref_mem_mb'), '{:,.0f}')} | "
+                   f"{f(g('fast_mem_mb'), '{:,.0f}')} | {f(g('mem_ratio'), '{:.3f}')} | {f(g('max_logit_diff'), '{:.1e}')} |")
+    return '\n'.join(out)
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--archs', nargs='+', default=['ViT-B-32', 'ViT-B-16'])
@@ -122,8 +139,10 @@ def main():
     p.add_argument('--skip-memory', action='store_true')
     p.add_argument('--skip-step', nargs='*', type=int, default=[], help='class counts to measure memory only')
     p.add_argument('--out', default=None, help='write the JSON results here')
+    p.add_argument('--table', default=None, help='print the markdown table of this JSON results file and exit')
     p.add_argument('--mem-child', nargs=5, help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.table: return print(table(json.loads(Path(a.table).read_text())))
     if a.mem_child:
         arch, method, n, which, bs = a.mem_child
         return _mem_child(arch, method, int(n), which, int(bs))
