@@ -14,8 +14,8 @@ from .clip import clip_pre
 
 # %% auto #0
 __all__ = ['bpe_tokenizer', 'positions', 'fast_blocks', 'fast_attention', 'text_tower', 'clean_classname', 'check_names',
-           'PromptLearner', 'fast_path_reason', 'attend', 'block', 'encode_prompts', 'FrozenCLIP', 'cosine_logits',
-           'PromptModel', 'CoOpModel', 'copy_ctx']
+           'PromptLearner', 'fast_path_reason', 'attend', 'block', 'project_text', 'auto_path', 'encode_prompts',
+           'FrozenCLIP', 'cosine_logits', 'PromptModel', 'CoOpModel', 'copy_ctx']
 
 # %% ../nbs/01_prompt.ipynb #fc58967a
 bpe_tokenizer = SimpleTokenizer()
@@ -213,7 +213,7 @@ def block(blk, # An open_clip residual attention block (see `fast_path_reason`)
     return x + blk.ls_2(blk.mlp(blk.ln_2(x))), (k, v)
 
 # %% ../nbs/01_prompt.ipynb #7b525fb2
-def _project(t, x):
+def project_text(t, x):
     "Final norm and projection of the pooled EOT states `x`"
     x, p = t.ln_final(x), t.text_projection
     if p is None: return x
@@ -221,7 +221,7 @@ def _project(t, x):
 
 _warned = set()
 
-def _auto_path(t):
+def auto_path(t):
     "'shared' when the fast path runs text tower `t` exactly, else 'truncated', saying why once"
     reason = fast_path_reason(t)
     if reason is None: return 'shared'
@@ -237,7 +237,7 @@ def encode_prompts(clip, # open_clip CLIP model
     "Text features `(n_cls, embed_dim)` of the prompts of `pl`"
     t = text_tower(clip)
     dtype, L = t.transformer.get_cast_dtype(), pl.index.shape[1]
-    if path == 'auto': path = _auto_path(t)
+    if path == 'auto': path = auto_path(t)
     x = pl(t.token_embedding, dtype)
     if path == 'full': x, L = F.pad(x, (0, 0, 0, pl.context_length - L)), pl.context_length
     pos, mask = t.positional_embedding[:L].to(dtype), t.attn_mask[:L, :L].to(dtype)
@@ -251,7 +251,7 @@ def encode_prompts(clip, # open_clip CLIP model
             x, _ = block(blk, x, mask[P:, :], past)
     elif path in ('truncated', 'full'): x = t.transformer(x, attn_mask=mask)
     else: raise ValueError(f"Unknown text encoder path {path!r}; use 'auto', 'shared', 'truncated' or 'full'.")
-    return _project(t, x[torch.arange(x.shape[0], device=x.device), eot])
+    return project_text(t, x[torch.arange(x.shape[0], device=x.device), eot])
 
 # %% ../nbs/01_prompt.ipynb #7d94331d
 class FrozenCLIP(nn.Module):
