@@ -328,7 +328,10 @@ def _consistent(trainval, test):
     if both := sorted({p for p, _ in trainval} & {p for p, _ in test}):
         warnings.warn(f"{len(both)} test image(s) are also training or validation images, e.g. {both[0]}.", stacklevel=3)
 
-def _dblock(pre, labels, vocab, flip=False, scale=None):
+def _dblock(pre, labels, vocab, flip=None, scale=None):
+    "The DataBlock of `labels`, with `flip` and crop `scale` (None: the paper's augmentation if `pre.augment`, else none)"
+    flip = pre.augment if flip is None else flip
+    scale = ((0.08, 1.) if pre.augment else None) if scale is None else scale
     return DataBlock(blocks=(TransformBlock(batch_tfms=IntToFloatTensor), CategoryBlock(vocab=vocab, sort=False)),
                      get_x=LoadRGB(), get_y=_Label(labels, vocab), item_tfms=[ClipCrop(pre, scale), *([FlipItem(0.5)] if flip else [])],
                      batch_tfms=Normalize.from_stats(pre.mean, pre.std))
@@ -362,8 +365,6 @@ def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test f
                ) -> FewShotDataLoaders:
     "Few-shot `DataLoaders` of `shots` images per class of `source`, sampled with `seed`, with the transforms of `pre`"
     arch, pre, name, bs = pre if isinstance(pre, str) else None, get_pre(pre), 'items', _count(bs, 'bs', none_ok=False)
-    flip = pre.augment if flip is None else flip
-    scale = ((0.08, 1.) if pre.augment else None) if scale is None else scale
     if isinstance(source, (str, Path)):
         root = _check_dir(source); name = str(root)
         source, valid, test = _train_folders(root, valid, test)
@@ -387,7 +388,8 @@ def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test f
     kwargs.setdefault('drop_last', len(train) >= bs)
     dls = dblock.dataloaders([p for p, _ in train + val + test], bs=bs, path='.' if path is None else path, dl_type=FewShotDL, **kwargs)
     dls = FewShotDataLoaders(*dls.loaders, path=dls.path, device=getattr(dls, '_device', None))
-    dls.clip_pre, dls.clip_arch, dls.augment = pre, arch, bool(flip or scale is not None)
+    dls.clip_pre, dls.clip_arch = pre, arch
+    dls.augment = any(isinstance(t, FlipItem) or (isinstance(t, ClipCrop) and t.scale is not None) for t in dblock.item_tfms)
     dls.fewshot = dict(shots=shots, seed=seed, source=name,
                        n_train=len(train), n_valid=len(val), n_test=len(test), n_classes=len(vocab))
     return dls

@@ -97,7 +97,7 @@ def read_results(paths:list, # Result JSON files, or folders of them (searched r
 
 # %% ../nbs/17_experiments.ipynb #dfeabb98
 outcomes = ('kind', 'version', 'time', 'command', 'seed', 'accuracy', 'macro_f1', 'n', 'per_class', 'absent', 'prompt',
-            'valid_accuracy', 'n_train', 'seconds')  # fields of a record that are not settings of the run
+            'valid_accuracy', 'n_train', 'seconds', 'gpu', 'device', 'host', 'workers', 'threads', 'log')  # record fields, not settings
 
 def _hashable(v):
     "Record value `v` in a form that groups: lists and dicts as JSON, None and NaN as None"
