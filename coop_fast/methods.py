@@ -4,7 +4,7 @@
 
 # %% ../nbs/04a_methods.ipynb #af59c0d6
 from __future__ import annotations
-import importlib, importlib.util
+import sys, importlib, importlib.util
 from dataclasses import dataclass, field
 from typing import Callable
 from .base import check_choice
@@ -80,8 +80,14 @@ def list_methods() -> list:
     for mod in dict.fromkeys(method_modules.values()): _import(mod)
     return list(methods)
 
+def _built_in(model, m) -> bool:
+    "Whether `model` is of the class of built-in method `m` as its module defines it (a notebook run may register a copy)"
+    mod = sys.modules.get(method_modules.get(m.name, ''))
+    return mod is not None and getattr(mod, m.model.__name__, None) is type(model)
+
 def method_for(model) -> Method:
     "The first method registered for the class of `model` (a `CoOpModel` -> 'coop')"
     list_methods()
     if m := next((m for m in methods.values() if type(model) is m.model), None): return m
+    if m := next((m for m in methods.values() if _built_in(model, m)), None): return m
     raise TypeError(f"No method in coop_fast.methods has {type(model).__name__} models; register one with `register_method`.")
