@@ -11,13 +11,13 @@ export HF_DATASETS_OFFLINE := 1
 # pip lists every local index folder it skips; keep the log readable
 QUIET := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: install demo test sync nbtest pytest docs clean
+.PHONY: install demo test sync layers nbtest pytest docs clean
 
 $(STAMP): setup.py settings.ini constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel 2>&1 | $(QUIET)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]' 2>&1 | $(QUIET)
-	# data for the tiny CLIP (coop_fast.zoo); its metadata asks for tensorflow, which it never imports
+	# data for the tiny CLIP (coop_fast.tiny); its metadata asks for tensorflow, which it never imports
 	$(BIN)/python -m pip install -q --no-deps animal-mnist==0.4 2>&1 | $(QUIET)
 	touch $(STAMP)
 
@@ -28,9 +28,9 @@ demo: install
 
 ## notebooks and library in sync, notebooks clean, README from nbs/index.ipynb
 sync: install
-	@before=$$(cat coop_fast/*.py nbs/*.ipynb README.md | md5sum); \
+	@shopt -s globstar; before=$$(cat coop_fast/**/*.py nbs/*.ipynb README.md | md5sum); \
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/python tools/readme.py; \
-	after=$$(cat coop_fast/*.py nbs/*.ipynb README.md | md5sum); \
+	after=$$(cat coop_fast/**/*.py nbs/*.ipynb README.md | md5sum); \
 	if [ "$$before" != "$$after" ]; then \
 	  echo "Out of sync: nbdev_export / nbdev_clean / tools/readme.py changed these files:"; git status --short coop_fast nbs README.md; exit 1; \
 	else echo "Notebooks, library and README are in sync; notebooks are clean."; fi
@@ -41,7 +41,11 @@ nbtest: install
 pytest: install
 	$(BIN)/python -m pytest tests -q
 
-test: sync nbtest pytest
+## modules import only downwards through the layers, without cycles or private names (tools/layers.py)
+layers: install
+	$(BIN)/python tools/layers.py
+
+test: sync layers nbtest pytest
 
 ## the documentation site in _docs/: nbdev_docs when Quarto is installed, else tools/docs.py (registry packages only;
 ## `make docs EXECUTE=1` first runs the notebooks that have no stored outputs). tests/test_docs.py checks it in Chromium.

@@ -16,7 +16,7 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 py_versions = '3.9 3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
-dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+extras = {k[:-len('_requirements')]: shlex.split(v) for k, v in cfg.items() if k.endswith('_requirements') and k != 'requirements'}
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 
@@ -33,7 +33,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={cfg['lib_name']: ['model_configs/*.json', 'weights/*.safetensors', 'weights/*.json']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require=extras,  # dev, app, onnx
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

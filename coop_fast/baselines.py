@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_baselines.ipynb #97c0472f
 from __future__ import annotations
-import re, warnings
+import warnings
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 import open_clip
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
@@ -20,39 +20,32 @@ from fastai.metrics import accuracy
 from .prompt import CoOpModel, PromptModel, FrozenCLIP, check_names, cosine_logits
 from .learner import clip_learner, prepare_clip, has_norm, image_features
 from .methods import Method, register_method
+from .datasets import dataset_specs, get_spec
 
 # %% auto #0
-__all__ = ['dataset_templates', 'imagenet_templates', 'imagenet_templates_select', 'get_templates', 'ensemble_templates',
-           'text_tokenizer', 'zeroshot_features', 'ZeroShotModel', 'zeroshot_learner', 'LinearProbe', 'linear_probe']
+__all__ = ['dataset_templates', 'imagenet_templates', 'imagenet_templates_select', 'ensembles', 'get_templates',
+           'ensemble_templates', 'text_tokenizer', 'zeroshot_features', 'ZeroShotModel', 'zeroshot_learner',
+           'LinearProbe', 'linear_probe']
 
 # %% ../nbs/05_baselines.ipynb #66f9ae4f
-dataset_templates = {
-    'ImageNet': 'a photo of a {}.', 'Caltech101': 'a photo of a {}.', 'OxfordPets': 'a photo of a {}, a type of pet.',
-    'StanfordCars': 'a photo of a {}.', 'Flowers102': 'a photo of a {}, a type of flower.',
-    'Food101': 'a photo of {}, a type of food.', 'FGVCAircraft': 'a photo of a {}, a type of aircraft.',
-    'SUN397': 'a photo of a {}.', 'DTD': '{} texture.', 'EuroSAT': 'a centered satellite photo of {}.',
-    'UCF101': 'a photo of a person doing {}.', 'ImageNetV2': 'a photo of a {}.', 'ImageNetSketch': 'a photo of a {}.',
-    'ImageNetA': 'a photo of a {}.', 'ImageNetR': 'a photo of a {}.'}
-_aliases = {'oxfordflowers': 'Flowers102', 'oxfordflowers102': 'Flowers102', 'describabletextures': 'DTD'}
+dataset_templates = {s.name: s.template for s in dataset_specs.values()}  # from `coop_fast.datasets`: one table of them
 
 imagenet_templates = tuple(t('{}') for t in OPENAI_IMAGENET_TEMPLATES)
 imagenet_templates_select = tuple(t('{}') for t in SIMPLE_IMAGENET_TEMPLATES)
+ensembles = {'imagenet80': imagenet_templates, 'imagenet7': imagenet_templates_select}
 
 # %% ../nbs/05_baselines.ipynb #f12d072f
-def _key(name): return re.sub('[^a-z0-9]', '', name.lower())
-
-def _named():
-    "Template lists by normalised name"
-    d = {_key(k): [v] for k, v in dataset_templates.items()}
-    d.update({k: [dataset_templates[v]] for k, v in _aliases.items()})
-    d.update(imagenet80=list(imagenet_templates), imagenet7=list(imagenet_templates_select))
-    return d
+def _named(name):
+    "The templates called `name`: an ensemble, or a dataset's hand-crafted one; None if there are none of that name"
+    if (k := name.lower().replace('-', '').replace('_', '')) in ensembles: return list(ensembles[k])
+    try: return [get_spec(name).template]
+    except ValueError: return None
 
 def get_templates(templates) -> list:
     "A list of templates from one template, a list of them, a dataset name (`'OxfordPets'`), `'imagenet80'` or `'imagenet7'`"
     if isinstance(templates, str):
         if '{}' in templates: templates = [templates]
-        elif _key(templates) in _named(): return _named()[_key(templates)]
+        elif (named := _named(templates)) is not None: return named
         else: raise ValueError(f"Unknown template set {templates!r}: give a template with '{{}}' for the class name, a list of "
                                f"templates, 'imagenet80', 'imagenet7', or a dataset name ({', '.join(dataset_templates)}).")
     templates = list(templates)
@@ -64,7 +57,7 @@ def get_templates(templates) -> list:
 def ensemble_templates(dataset:str|None=None) -> list:
     "CoOp's prompt ensemble: the 7 selected ImageNet templates, plus `dataset`'s hand-crafted one (except for ImageNet)"
     ts = list(imagenet_templates_select)
-    if dataset is not None and _key(dataset) != 'imagenet': ts += get_templates(dataset)
+    if dataset is not None and get_spec(dataset).name != 'ImageNet': ts += get_templates(dataset)
     return ts
 
 # %% ../nbs/05_baselines.ipynb #03ab1dd0

@@ -13,8 +13,9 @@ import coop_fast
 from open_clip.pretrained import list_pretrained_tags_by_model, get_pretrained_cfg
 
 # %% auto #0
-__all__ = ['test_archs', 'openai_names', 'clip_weights', 'default_tags', 'register_weights', 'register_weights_file',
-           'arch_names', 'resolve_arch', 'ClipPre', 'clip_pre', 'load_clip']
+__all__ = ['test_archs', 'openai_names', 'clip_weights', 'default_tags', 'precisions', 'autocast_dtypes', 'half_weights',
+           'register_weights', 'register_weights_file', 'arch_names', 'resolve_arch', 'ClipPre', 'clip_pre',
+           'load_clip']
 
 # %% ../nbs/00_clip.ipynb #e657ce95
 _cfg_dir = Path(coop_fast.__file__).parent/'model_configs'
@@ -86,7 +87,9 @@ def clip_pre(model) -> ClipPre:
                    interpolation=cfg.get('interpolation', 'bicubic'), resize_mode=cfg.get('resize_mode', 'shortest'))
 
 # %% ../nbs/00_clip.ipynb #97fb38ba
-_precisions = ('fp32', 'fp16', 'bf16', 'amp', 'amp_bf16', 'pure_fp16', 'pure_bf16')
+precisions = ('fp32', 'fp16', 'bf16', 'amp', 'amp_bf16', 'pure_fp16', 'pure_bf16')  # every precision name coop_fast takes
+autocast_dtypes = {'fp16': torch.float16, 'amp': torch.float16, 'bf16': torch.bfloat16, 'amp_bf16': torch.bfloat16}  # learners: autocast
+half_weights = ('pure_fp16', 'pure_bf16')  # learners: the CLIP's weights themselves in half precision
 
 def _offline_msg(arch, pretrained, e):
     return (f"Could not get the {pretrained!r} weights of {arch!r} ({type(e).__name__}: {e}). "
@@ -120,7 +123,7 @@ def load_clip(arch:str='ViT-B-16', # open_clip or OpenAI architecture name (`'Vi
               precision:str='fp32', # 'fp32', 'fp16', 'bf16' or another open_clip precision
              ):
     "Load a frozen, eval-mode CLIP `arch` with `pretrained` weights; `clip_pre(model)` gives its preprocessing"
-    if precision not in _precisions: raise ValueError(f"Unknown precision {precision!r}; use one of {', '.join(_precisions)}.")
+    if precision not in precisions: raise ValueError(f"Unknown precision {precision!r}; use one of {', '.join(precisions)}.")
     name = resolve_arch(arch, pretrained)
     ckpt, pre = _weights(name, pretrained)
     if device is None: device = 'cuda' if torch.cuda.is_available() else 'cpu'

@@ -45,8 +45,13 @@ eurosat_rename = {'AnnualCrop': 'Annual Crop Land', 'Forest': 'Forest', 'Herbace
                   'PermanentCrop': 'Permanent Crop Land', 'Residential': 'Residential Buildings', 'River': 'River',
                   'SeaLake': 'Sea or Lake'}
 
-def split_camel(name): return re.sub(r'(?<=[a-z])(?=[A-Z])', ' ', name)
-def sun_name(name): return ' '.join(name.strip('/').split('/')[1:][::-1]) if '/' in name else name
+def split_camel(name):
+    "'ApplyEyeMakeup' -> 'Apply Eye Makeup' (UCF101's class names)"
+    return re.sub(r'(?<=[a-z])(?=[A-Z])', ' ', name)
+
+def sun_name(name):
+    "'/a/abbey' -> 'abbey', '/b/bus_station/indoor' -> 'indoor bus_station' (SUN397's class names)"
+    return ' '.join(name.strip('/').split('/')[1:][::-1]) if '/' in name else name
 
 def clean_name(spec:DatasetSpec, raw:str) -> str:
     "The class name the paper uses for raw class name `raw` of dataset `spec`"

@@ -13,13 +13,14 @@ import pandas as pd
 import matplotlib.pyplot as plt
 from PIL import Image
 from fastai.learner import Learner
+from .base import write_atomic
 from .clip import clip_pre
 from .prompt import text_tower, bpe_tokenizer
 from .export import read_prompt, load_prompt
 
 # %% auto #0
-__all__ = ['nearest_words', 'context_words', 'confusion', 'class_stats', 'plot_shots', 'plot_confusion', 'plot_class_accuracy',
-           'top_losses', 'plot_top_losses', 'plot_training']
+__all__ = ['nearest_words', 'context_words', 'confusion', 'class_stats', 'save_fig', 'plot_shots', 'plot_confusion',
+           'plot_class_accuracy', 'top_losses', 'plot_top_losses', 'plot_training']
 
 # %% ../nbs/07_interpret.ipynb #e0a4dabf
 def _ctx_emb(src, clip=None):
@@ -104,12 +105,17 @@ def _fig(ax=None, figsize=None):
     if ax is not None: return ax.figure, ax
     return plt.subplots(figsize=figsize)
 
-def _save(fig, fname, dpi=100):
-    if fname is not None:
-        fname = Path(fname)
-        fname.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(fname, dpi=dpi, bbox_inches='tight')
-    return fig
+def save_fig(fig, # A matplotlib figure
+             fname, # PNG file to write (atomically); None writes nothing
+             dpi:int=100, # Resolution
+             close:bool=False, # Close the figure afterwards
+            ):
+    "Save `fig` as PNG file `fname` atomically, and return it"
+    try:
+        if fname is not None: write_atomic(fname, lambda t: fig.savefig(t, format='png', dpi=dpi, bbox_inches='tight'))
+        return fig
+    finally:
+        if close: plt.close(fig)
 
 # %% ../nbs/07_interpret.ipynb #41f819b6
 def _table(results) -> pd.DataFrame:
@@ -151,7 +157,7 @@ def plot_shots(results, # Runs: DataFrame, list of dicts, or CSV file
     for ax in list(axs.flat)[len(groups):]: ax.set_visible(False)
     axs.flat[0].legend(fontsize='small')
     fig.tight_layout()
-    return _save(fig, fname)
+    return save_fig(fig, fname)
 
 # %% ../nbs/07_interpret.ipynb #81ce8a43
 def plot_confusion(preds, targets, classnames:list,
@@ -176,7 +182,7 @@ def plot_confusion(preds, targets, classnames:list,
                 ax.text(j, i, f'{v:.2f}' if normalize else f'{int(v)}', ha='center', va='center', fontsize='small',
                         color='white' if v > cm.max().item() / 2 else 'black')
     fig.tight_layout()
-    return _save(fig, fname)
+    return save_fig(fig, fname)
 
 def plot_class_accuracy(preds, targets, classnames:list,
                         sort:bool=True, # Worst classes first
@@ -194,7 +200,7 @@ def plot_class_accuracy(preds, targets, classnames:list,
     ax.axvline(acc * 100, color='C3', ls='--')
     ax.set(xlabel='accuracy (%)', xlim=(0, 100), title=f'Per-class accuracy (overall {acc:.1%}, dashed; macro-F1 {st.f1.mean():.3f})')
     fig.tight_layout()
-    return _save(fig, fname)
+    return save_fig(fig, fname)
 
 # %% ../nbs/07_interpret.ipynb #ee16767d
 def top_losses(probs, targets, k:int|None=None):
@@ -251,7 +257,7 @@ def plot_top_losses(src, # Images (files, PIL images or tensors), or a `Learner`
         if r is None:  # not image files: let fastai show the decoded inputs
             from fastai.interpret import ClassificationInterpretation
             with _kept_history(src): ClassificationInterpretation.from_learner(src).plot_top_losses(k)
-            return _save(plt.gcf(), fname)
+            return save_fig(plt.gcf(), fname)
         src, probs, targets, classnames = r
     if probs is None or targets is None or classnames is None:
         raise ValueError("plot_top_losses needs `probs`, `targets` and `classnames` with images (or a Learner).")
@@ -267,7 +273,7 @@ def plot_top_losses(src, # Images (files, PIL images or tensors), or a `Learner`
     for ax in axs.flat: ax.axis('off')
     fig.suptitle('Prediction/Actual\nLoss/Probability of actual', fontsize='small')
     fig.tight_layout()
-    return _save(fig, fname)
+    return save_fig(fig, fname)
 
 # %% ../nbs/07_interpret.ipynb #ad75cb3a
 def _history(learn) -> pd.DataFrame:
@@ -302,4 +308,4 @@ def plot_training(src, # A `Learner` after training, or a per-epoch table (DataF
     if mets: a2.legend()
     else: a2.set_visible(False)
     fig.tight_layout()
-    return _save(fig, fname)
+    return save_fig(fig, fname)

@@ -22,15 +22,18 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.data.load import DataLoader
 from fastai.data.transforms import Normalize
+from fastai.distributed import DistributedDL
+import torch.distributed as dist
 from .base import unwrap, check_int, check_num, name_list
-from .clip import load_clip, clip_pre
+from .clip import load_clip, clip_pre, precisions, autocast_dtypes, half_weights
 from .prompt import CoOpModel, PromptModel
 from .methods import Method, register_method
 
 # %% auto #0
-__all__ = ['precisions', 'has_norm', 'NormCheck', 'prepare_clip', 'prompt_splitter', 'PromptCallback', 'DeviceMixedPrecision',
-           'image_features', 'FeatureDL', 'FeatureCache', 'clip_learner', 'coop_learner', 'coop_label', 'coop_lr',
-           'coop_sgd', 'EpochScheduler']
+__all__ = ['has_norm', 'NormCheck', 'prepare_clip', 'prompt_splitter', 'PromptCallback', 'DeviceMixedPrecision', 'image_features',
+           'FeatureDL', 'world_size', 'comm_device', 'shard_idxs', 'gather_rows', 'local_dl', 'same_rng',
+           'FeatureCache', 'clip_learner', 'coop_learner', 'coop_label', 'coop_lr', 'coop_sgd', 'EpochScheduler',
+           'LogEvery']
 
 # %% ../nbs/04_learner.ipynb #89972882
 def _add_clip_norm(dls, pre):
@@ -74,18 +77,14 @@ def _check_images(dls, size):
                          f"{size}x{size} pixels: build them with {hint}.")
 
 # %% ../nbs/04_learner.ipynb #ef6066a6
-_mixed = {'fp16': 'fp16', 'amp': 'fp16', 'bf16': 'bf16', 'amp_bf16': 'bf16'}
-_pure = ('pure_fp16', 'pure_bf16')
-precisions = ('fp32',) + tuple(_mixed) + _pure
-
 def _clip_model(dls, arch, pretrained, clip_model, precision):
     "The frozen CLIP to prompt: `clip_model`, `arch` if it is a model, or `arch` loaded with `pretrained`"
     if precision not in precisions: raise ValueError(f"Unknown precision {precision!r}; use one of {', '.join(precisions)}.")
     if clip_model is None and isinstance(arch, nn.Module): clip_model = arch
     if clip_model is None:
-        return load_clip(arch, pretrained, device=getattr(dls, 'device', None), precision=precision if precision in _pure else 'fp32')
+        return load_clip(arch, pretrained, device=getattr(dls, 'device', None), precision=precision if precision in half_weights else 'fp32')
     if not isinstance(clip_model, nn.Module): raise TypeError(f"`clip_model` must be an open_clip model, got {type(clip_model).__name__}.")
-    if precision in _pure:
+    if precision in half_weights:
         raise ValueError(f"precision={precision!r} sets the weights of a CLIP that coop_learner loads; for a model already "
                          f"loaded, load it with load_clip(arch, pretrained, precision={precision!r}).")
     return clip_model.eval().requires_grad_(False)
@@ -231,6 +230,46 @@ class FeatureDL(DataLoader):
             v = torch.randint(len(self.feats), (len(i),)) if len(self.feats) > 1 else 0
             yield self.feats[v, i], self.ys[i]
 
+# %% ../nbs/04_learner.ipynb #193f741e
+def world_size() -> int:
+    "Number of processes of the default process group (1 without one)"
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+def comm_device() -> torch.device:
+    "Device of the tensors the default process group communicates: CPU for gloo and MPI, else this process's GPU"
+    backend = str(dist.get_backend())
+    if 'gloo' in backend or backend == 'mpi': return torch.device('cpu')
+    return torch.device('cuda', torch.cuda.current_device())
+
+def shard_idxs(n:int, rank:int, world:int) -> list:
+    "Items of `range(n)` that process `rank` of `world` takes, as `DistributedDL` shards them (padded by repeating)"
+    m = math.ceil(n / world)
+    return [i % n for i in range(rank * m, (rank + 1) * m)] if n else []
+
+def gather_rows(x, n:int):
+    "The equal-size tensors `x` of all processes, concatenated in rank order, cut to `n` rows, on the CPU"
+    x = x.contiguous().to(comm_device())
+    xs = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(xs, x)
+    return torch.cat(xs)[:n].cpu()
+
+def local_dl(dl):
+    "The DataLoader inside fastai's `DistributedDL` wrapper `dl` (or `dl` itself)"
+    return dl.dl if isinstance(dl, DistributedDL) else dl
+
+# %% ../nbs/04_learner.ipynb #a439f7f5
+import random
+import numpy as np
+from contextlib import contextmanager
+
+@contextmanager
+def same_rng():
+    "Run the block, then put Python's, NumPy's and torch's (CPU) random generators back as they were before it"
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try: yield
+        finally: random.setstate(py); np.random.set_state(npy)
+
 # %% ../nbs/04_learner.ipynb #a813622d
 class FeatureCache(Callback):
     "Train on frozen image features computed once: `n_views` augmented views per training image (0: un-augmented)"
@@ -238,6 +277,7 @@ class FeatureCache(Callback):
     def __init__(self, n_views:int=0, # Augmented views per training image; 0 caches the un-augmented view
                  valid:bool=True, # Cache the validation features too
                  progress:bool=True, # Show progress bars while computing features
+                 store=None, # A `coop_fast.store.FeatureStore` to read and keep the un-augmented views in; None: none
                 ):
         check_int(n_views, 'n_views', lo=0)
         store_attr()
@@ -253,14 +293,25 @@ class FeatureCache(Callback):
         if mp is None or (dev != 'cuda' and not isinstance(mp, DeviceMixedPrecision)): return None
         return torch.autocast(dev, dtype=torch.bfloat16 if mp.amp_mode == AMPMode.BF16 else torch.float16)
 
-    def _feats(self, dl, eval_tfms=False):
+    def _feats(self, dl, eval_tfms=False, plain=False):
+        "Image features and labels of `dl`; under DDP each process computes its shard and all gather them"
         bar = getattr(self.learn, 'progress', None)  # fastai's `ProgressCallback`, absent under `learn.no_bar()`
-        return image_features(unwrap(self.model), dl, eval_tfms, self.progress and bar is not None, self._autocast(), getattr(bar, 'mbar', None))
+        ac = self._autocast()
+        feats = partial(image_features, unwrap(self.model), eval_tfms=eval_tfms, progress=self.progress and bar is not None,
+                        autocast=ac, parent=getattr(bar, 'mbar', None))
+        with same_rng() if eval_tfms or plain else nullcontext():  # an un-augmented view: no random draws
+            if world_size() == 1 and self.store is not None and (eval_tfms or plain):
+                return self.store.features(unwrap(self.model), dl, feats, eval_tfms=eval_tfms, autocast=ac)
+            if world_size() == 1: return feats(dl)
+            idxs = shard_idxs(dl.n, dist.get_rank(), world_size())
+            f, y = feats(dl.new(get_idxs=lambda: idxs))
+            return gather_rows(f, dl.n), gather_rows(y, dl.n)
 
     def _key(self, dl): return (id(dl.dataset), len(dl.dataset), self.n_views)
 
     def _train_dl(self, dl):
         "Cached-feature loader for training DataLoader `dl`, after adding one more view if fewer than `n_views` are cached"
+        dl = local_dl(dl)
         key, want = self._key(dl), max(self.n_views, 1)
         if self.train_cache is None or self.train_cache[0] != key: self.train_cache = (key, None, None, 0)
         _, f, y, n = self.train_cache
@@ -274,8 +325,10 @@ class FeatureCache(Callback):
         return FeatureDL(f[:n], y, bs=dl.bs, shuffle=dl.shuffle, drop_last=dl.drop_last, device=dl.device)
 
     def _valid_dl(self, dl):
+        "Cached-feature loader for validation DataLoader `dl`"
+        dl = local_dl(dl)
         if self.valid_cache is None or self.valid_cache[0] != self._key(dl):
-            f, y = self._feats(dl)
+            f, y = self._feats(dl, plain=True)
             self.valid_cache = (self._key(dl), f[None], y)
         _, f, y = self.valid_cache
         return FeatureDL(f, y, bs=dl.bs, device=dl.device)
@@ -291,7 +344,7 @@ class FeatureCache(Callback):
 # %% ../nbs/04_learner.ipynb #ba750326
 defaults.coop_feature_cache = False
 
-# %% ../nbs/04_learner.ipynb #663dcc79
+# %% ../nbs/04_learner.ipynb #f61282e9
 def _cache_cb(model, feature_cache):
     "The `FeatureCache` asked for by `feature_cache` (None: `defaults.coop_feature_cache`), or None"
     if feature_cache is None: feature_cache = defaults.coop_feature_cache
@@ -321,7 +374,7 @@ def clip_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
     clip, names = prepare_clip(dls, arch, pretrained, clip_model, precision, classnames, normalize)
     model = make_model(clip, names)
     cbs = L(cbs) + PromptCallback() + NormCheck() + L(_cache_cb(model, feature_cache))
-    if precision in _mixed: cbs.append(DeviceMixedPrecision(_mixed[precision]))
+    if precision in autocast_dtypes: cbs.append(DeviceMixedPrecision('bf16' if autocast_dtypes[precision] is torch.bfloat16 else 'fp16'))
     learn = Learner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), metrics=metrics, splitter=splitter, cbs=cbs, **kwargs)
     clip_id = getattr(clip, 'clip_id', {})
     learn.arch, learn.pretrained = clip_id.get('arch', type(clip).__name__), clip_id.get('pretrained')
@@ -344,7 +397,7 @@ def coop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
     make = partial(CoOpModel, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position, text_path=text_path)
     return clip_learner(dls, make, arch, pretrained, method='coop', **kwargs)
 
-# %% ../nbs/04_learner.ipynb #fa6e9b81
+# %% ../nbs/04_learner.ipynb #5e093064
 def coop_label(config:dict) -> str:
     "The paper's name of a CoOp variant, e.g. 'CoOp (M=16, end)' or 'CoOp (M=16, mid, CSC)'"
     pos = config.get('class_token_position', 'end')
@@ -389,3 +442,31 @@ def fit_coop(self:Learner, n_epoch:int, # Number of epochs (the paper: 50 to 200
     self.opt_func = partial(coop_sgd, mom=mom, wd=wd)
     try: self.fit(n_epoch, lr=lr, wd=wd, cbs=L(sched) + L(cbs), reset_opt=True, start_epoch=start_epoch)
     finally: self.opt_func, self.opt = old
+
+# %% ../nbs/04_learner.ipynb #6042d4e6
+from fastai.imports import noop  # the `noop` of `learn.no_logging()`
+from fastai.callback.progress import ProgressCallback
+
+class LogEvery(Callback):
+    "Show the epoch table every `n` epochs and at the last, instead of every epoch"
+    order = ProgressCallback.order + 1  # after `ProgressCallback` has put its table writer in `learn.logger`
+    width = 10  # column width of the plain table, when there are no progress bars
+    def __init__(self, n:int=10): self.n = check_int(n, 'n')
+
+    def _plain(self, row):
+        "Print `row` as aligned columns"
+        print('  '.join(f'{v:<{self.width}.6f}' if isinstance(v, float) else f'{v!s:<{self.width}}' for v in row))
+
+    def _write(self, log, row):
+        if (self.epoch + 1) % self.n == 0 or self.epoch + 1 == self.n_epoch: log(row)
+
+    def before_fit(self):
+        "Put in `learn.logger` a logger of the rows of every `n`-th epoch only, after the header when there are no bars"
+        self.old = log = self.learn.logger
+        if log is not noop and not hasattr(self.learn, 'progress'): log = self._plain
+        if log is not self.old: log(self.recorder.metric_names)
+        self.new = self.learn.logger = partial(self._write, log)
+
+    def after_fit(self):
+        "Put the logger back, unless another callback already has"
+        if self.learn.logger is self.new: self.learn.logger = self.old

@@ -14,8 +14,8 @@ from .clip import clip_pre
 
 # %% auto #0
 __all__ = ['bpe_tokenizer', 'positions', 'fast_blocks', 'fast_attention', 'text_tower', 'clean_classname', 'check_names',
-           'PromptLearner', 'fast_path_reason', 'attend', 'block', 'encode_prompts', 'FrozenCLIP', 'cosine_logits',
-           'PromptModel', 'CoOpModel', 'copy_ctx']
+           'PromptLearner', 'fast_path_reason', 'attend', 'block', 'project_text', 'auto_path', 'encode_prompts',
+           'FrozenCLIP', 'cosine_logits', 'PromptModel', 'CoOpModel', 'copy_ctx']
 
 # %% ../nbs/01_prompt.ipynb #fc58967a
 bpe_tokenizer = SimpleTokenizer()
@@ -41,7 +41,9 @@ def _pool_type(t): return getattr(t, 'text_pool_type', getattr(t, 'pool_type', '
 # %% ../nbs/01_prompt.ipynb #e3220bdb
 positions = ('end', 'middle', 'front')
 
-def clean_classname(name): return name.replace('_', ' ').strip()
+def clean_classname(name):
+    "A class name as CoOp prompts it: '_' becomes a space"
+    return name.replace('_', ' ').strip()
 
 def check_names(classnames):
     "Cleaned class names, or an error naming the problem"
@@ -157,7 +159,7 @@ def fast_path_reason(t) -> str|None:
         if hasattr(b, 'ln_1_kv'): return f"block {i} is a cross-attention block"
         if r := _attn_reason(b.attn): return f"block {i}: {r}"
 
-# %% ../nbs/01_prompt.ipynb #d88bbc2c
+# %% ../nbs/01_prompt.ipynb #41bfc379
 def _qkv(a, x):
     "Queries, keys and values `(batch, heads, seq, head_dim)` of attention module `a` on `x`, queries scaled"
     B, S, D = x.shape
@@ -175,7 +177,7 @@ def _out(a, o):
     B, H, S, d = o.shape
     return a.out_proj(getattr(a, 'ln_inner', nn.Identity())(o.transpose(1, 2).reshape(B, S, H * d)))
 
-# %% ../nbs/01_prompt.ipynb #4220770d
+# %% ../nbs/01_prompt.ipynb #d868f4c9
 def _grouped(x, G):
     "`x` `(G·C, H, S, n)` as `(G, H, C·S, n)`: the rows of every class of a group in one matrix per head"
     N, H, S, n = x.shape
@@ -211,7 +213,7 @@ def block(blk, # An open_clip residual attention block (see `fast_path_reason`)
     return x + blk.ls_2(blk.mlp(blk.ln_2(x))), (k, v)
 
 # %% ../nbs/01_prompt.ipynb #7b525fb2
-def _project(t, x):
+def project_text(t, x):
     "Final norm and projection of the pooled EOT states `x`"
     x, p = t.ln_final(x), t.text_projection
     if p is None: return x
@@ -219,7 +221,7 @@ def _project(t, x):
 
 _warned = set()
 
-def _auto_path(t):
+def auto_path(t):
     "'shared' when the fast path runs text tower `t` exactly, else 'truncated', saying why once"
     reason = fast_path_reason(t)
     if reason is None: return 'shared'
@@ -235,7 +237,7 @@ def encode_prompts(clip, # open_clip CLIP model
     "Text features `(n_cls, embed_dim)` of the prompts of `pl`"
     t = text_tower(clip)
     dtype, L = t.transformer.get_cast_dtype(), pl.index.shape[1]
-    if path == 'auto': path = _auto_path(t)
+    if path == 'auto': path = auto_path(t)
     x = pl(t.token_embedding, dtype)
     if path == 'full': x, L = F.pad(x, (0, 0, 0, pl.context_length - L)), pl.context_length
     pos, mask = t.positional_embedding[:L].to(dtype), t.attn_mask[:L, :L].to(dtype)
@@ -249,9 +251,9 @@ def encode_prompts(clip, # open_clip CLIP model
             x, _ = block(blk, x, mask[P:, :], past)
     elif path in ('truncated', 'full'): x = t.transformer(x, attn_mask=mask)
     else: raise ValueError(f"Unknown text encoder path {path!r}; use 'auto', 'shared', 'truncated' or 'full'.")
-    return _project(t, x[torch.arange(x.shape[0], device=x.device), eot])
+    return project_text(t, x[torch.arange(x.shape[0], device=x.device), eot])
 
-# %% ../nbs/01_prompt.ipynb #ec08742a
+# %% ../nbs/01_prompt.ipynb #7d94331d
 class FrozenCLIP(nn.Module):
     "A frozen CLIP `clip_model` that stays in eval mode, with a checked image encoder that needs no autograd"
     def __init__(self, clip_model):
@@ -276,7 +278,7 @@ class FrozenCLIP(nn.Module):
         self.check_images(x)
         with torch.no_grad(): return self.clip.encode_image(x.to(next(self.clip.visual.parameters()).dtype))
 
-# %% ../nbs/01_prompt.ipynb #3626c968
+# %% ../nbs/01_prompt.ipynb #104cbc99
 def cosine_logits(clip, # The CLIP whose logit scale (and bias) to use
                   f, # Image features `(batch, dim)`
                   t, # Text features `(n_cls, dim)`, or `(batch, n_cls, dim)` per image
@@ -291,7 +293,7 @@ def cosine_logits(clip, # The CLIP whose logit scale (and bias) to use
         b = getattr(clip, 'logit_bias', None)
         return logits if b is None else logits + b.float()
 
-# %% ../nbs/01_prompt.ipynb #1efa3b4c
+# %% ../nbs/01_prompt.ipynb #96c5fcf9
 class PromptModel(FrozenCLIP):
     "Base of coop_fast's models: a frozen CLIP, learnable prompt parts, and logits for `classnames`"
     features_ok = True  # `forward` also takes frozen image features (the image tower is not prompted)
@@ -387,7 +389,7 @@ class CoOpModel(PromptModel):
         "Logits `(batch, n_cls)` for images `x`, or for image features `x` of shape `(batch, embed_dim)`"
         return cosine_logits(self.clip, x if x.dim() == 2 else self.encode_image(x), self.text_features())
 
-# %% ../nbs/01_prompt.ipynb #d7eb9d74
+# %% ../nbs/01_prompt.ipynb #28cd245f
 @patch(cls_method=True)
 def from_state(cls:CoOpModel, clip_model, config:dict, tensors:dict, saved:list, classnames:list|None=None):
     "A `CoOpModel` from saved state; a class-specific context prompts a subset or reordering of its `saved` classes"

@@ -8,7 +8,10 @@ import torch, torch.nn as nn
 from open_clip.tokenizer import SimpleTokenizer, tokenize
 
 # %% auto #0
-__all__ = ['RefTextEncoder', 'RefPromptLearner', 'RefCoOp', 'ref_build_cache', 'ref_tip_logits', 'ref_cls_acc', 'ref_search_hp',
+__all__ = ['RefTextEncoder', 'RefPromptLearner', 'RefCoOp', 'ref_kgcoop_loss', 'ref_zeroshot_logits', 'ref_prograd_losses',
+           'ref_prograd_grads', 'RefCoCoOpPromptLearner', 'RefCoCoOp', 'RefVLPromptLearner', 'RefDeepTextEncoder',
+           'RefDeepImageEncoder', 'RefIVLP', 'RefMultiModalPromptLearner', 'RefMaPLe', 'RefPromptSRC',
+           'ref_promptsrc_loss', 'ref_build_cache', 'ref_tip_logits', 'ref_cls_acc', 'ref_search_hp',
            'ref_tip_adapter_f', 'RefAdapter', 'ref_clip_adapter_logits', 'ref_gda', 'ref_gda_search']
 
 # %% ../nbs/01a_reference.ipynb #6125cf34
@@ -112,6 +115,266 @@ class RefCoOp(nn.Module):
         text_features = text_features / text_features.norm(dim=-1, keepdim=True)
         logit_scale = self.logit_scale.exp()
         return logit_scale * image_features @ text_features.t()
+
+# %% ../nbs/01a_reference.ipynb #4ae6fdef
+import torch.nn.functional as F
+
+def ref_kgcoop_loss(logits, label, text_features, text_features_old, w=8.0):
+    "KgCoOp's training loss: cross-entropy + w · (1 − mean over classes of cos(learned, hand-crafted text features))"
+    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+    text_features_old = text_features_old / text_features_old.norm(dim=-1, keepdim=True)
+    score = 1.0 - torch.mean(nn.CosineSimilarity(dim=1, eps=1e-07)(text_features, text_features_old))
+    return F.cross_entropy(logits, label) + w * score
+
+# %% ../nbs/01a_reference.ipynb #02a586d7
+def ref_zeroshot_logits(image_features, text_features, logit_scale):
+    "ProGrad's teacher: CLIP's logits from hand-crafted prompts' text features"
+    image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+    return logit_scale.exp() * image_features @ text_features.t()
+
+def ref_prograd_losses(stu_logits, tea_logits, label, T=1.0):
+    "ProGrad's `ProGradLoss`: the cross-entropy, and −Σ softmax(teacher/T) · log_softmax(student/T) · T², summed over classes, mean over the batch"
+    xe_loss = F.cross_entropy(stu_logits, label)
+    tea_prob = F.softmax(tea_logits / T, dim=-1)
+    kl_loss = (-tea_prob * F.log_softmax(stu_logits / T, -1) * T * T).sum(1).mean()
+    return xe_loss, kl_loss
+
+def ref_prograd_grads(params, loss_a, loss_b, lambda_=1.0):
+    "ProGrad's `prograd_backward_and_update` without the optimizer step: leaves the projected gradient of `loss_a` in each `p.grad`"
+    for p in params: p.grad = None
+    loss_b.backward(retain_graph=True)
+    b_grads = [p.grad.clone() for p in params]
+    for p in params: p.grad = None
+    loss_a.backward()
+    for p, b_grad in zip(params, b_grads):
+        b_grad_norm = b_grad / torch.linalg.norm(b_grad)
+        a_grad = p.grad.clone()
+        a_grad_norm = a_grad / torch.linalg.norm(a_grad)
+        if torch.dot(a_grad_norm.flatten(), b_grad_norm.flatten()) < 0:
+            p.grad = a_grad - lambda_ * torch.dot(a_grad.flatten(), b_grad_norm.flatten()) * b_grad_norm
+
+# %% ../nbs/01a_reference.ipynb #7f8ccaea
+from collections import OrderedDict
+
+class RefCoCoOpPromptLearner(RefPromptLearner):
+    "CoCoOp's `PromptLearner`: CoOp's unified context at the end, plus the Meta-Net that shifts it per image"
+    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init=None):
+        super().__init__(clip_model, classnames, n_ctx, ctx_init)
+        vis_dim, ctx_dim = clip_model.visual.output_dim, self.ctx.shape[-1]
+        self.meta_net = nn.Sequential(OrderedDict([
+            ("linear1", nn.Linear(vis_dim, vis_dim // 16)),
+            ("relu", nn.ReLU(inplace=True)),
+            ("linear2", nn.Linear(vis_dim // 16, ctx_dim))]))
+
+    def forward(self, im_features):
+        prefix, suffix = self.token_prefix, self.token_suffix
+        bias = self.meta_net(im_features).unsqueeze(1)  # (batch, 1, ctx_dim)
+        ctx_shifted = self.ctx.unsqueeze(0) + bias  # (batch, n_ctx, ctx_dim)
+        prompts = []
+        for ctx_shifted_i in ctx_shifted:
+            ctx_i = ctx_shifted_i.unsqueeze(0).expand(self.n_cls, -1, -1)
+            prompts.append(torch.cat([prefix, ctx_i, suffix], dim=1))  # (n_cls, n_tkn, ctx_dim)
+        return torch.stack(prompts)
+
+# %% ../nbs/01a_reference.ipynb #29d4cba7
+class RefCoCoOp(nn.Module):
+    "CoCoOp's `CustomCLIP`: for each image, logits = exp(logit_scale) · cos(its feature, the text features of its prompts)"
+    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init=None):
+        super().__init__()
+        self.prompt_learner = RefCoCoOpPromptLearner(clip_model, classnames, n_ctx, ctx_init)
+        self.tokenized_prompts = self.prompt_learner.tokenized_prompts
+        self.image_encoder = clip_model.visual
+        self.text_encoder = RefTextEncoder(clip_model)
+        self.logit_scale = clip_model.logit_scale
+        self.dtype = self.text_encoder.dtype
+
+    def forward(self, image):
+        logit_scale = self.logit_scale.exp()
+        image_features = self.image_encoder(image.type(self.dtype))
+        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+        prompts = self.prompt_learner(image_features)
+        logits = []
+        for pts_i, imf_i in zip(prompts, image_features):
+            text_features = self.text_encoder(pts_i, self.tokenized_prompts)
+            text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+            logits.append(logit_scale * imf_i @ text_features.t())
+        return torch.stack(logits)
+
+# %% ../nbs/01a_reference.ipynb #9c873aad
+import copy
+import torch.nn.functional as F
+
+def _run(transformer, blk, x, mask=None):
+    "open_clip block `blk` of `transformer` on batch-first `x`, as `transformer` runs it"
+    if getattr(transformer, 'batch_first', True): return blk(x, attn_mask=mask)
+    return blk(x.transpose(0, 1), attn_mask=mask).transpose(0, 1)
+
+# %% ../nbs/01a_reference.ipynb #45c45133
+class RefVLPromptLearner(nn.Module):
+    "IVLP's `VLPromptLearner`: SOS + `n_ctx` learnable vectors + the rest of '{ctx_init} {class}.' + EOT, padded to 77 tokens"
+    def __init__(self, clip_model, classnames, n_ctx=2, ctx_init='a photo of a'):
+        super().__init__()
+        t = _text(clip_model)
+        n_cls, dtype = len(classnames), t.transformer.get_cast_dtype()
+        ctx_dim = t.ln_final.weight.shape[0]
+        if ctx_init:
+            ctx_init = ctx_init.replace("_", " ")
+            with torch.no_grad(): embedding = t.token_embedding(tokenize(ctx_init)).type(dtype)
+            ctx_vectors = embedding[0, 1:1 + n_ctx, :]
+            prompt_prefix = ctx_init
+        else:
+            ctx_vectors = torch.empty(n_ctx, ctx_dim, dtype=dtype)
+            nn.init.normal_(ctx_vectors, std=0.02)
+            prompt_prefix = " ".join(["X"] * n_ctx)
+        self.ctx = nn.Parameter(ctx_vectors)
+        classnames = [name.replace("_", " ") for name in classnames]
+        prompts = [prompt_prefix + " " + name + "." for name in classnames]
+        tokenized_prompts = torch.cat([tokenize(p) for p in prompts])
+        with torch.no_grad(): embedding = t.token_embedding(tokenized_prompts).type(dtype)
+        self.register_buffer("token_prefix", embedding[:, :1, :])  # SOS
+        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:, :])  # rest of the words, CLS, '.', EOT
+        self.n_cls, self.n_ctx, self.tokenized_prompts = n_cls, n_ctx, tokenized_prompts
+
+    def forward(self):
+        ctx = self.ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
+        return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
+
+# %% ../nbs/01a_reference.ipynb #ba9776f5
+class RefDeepTextEncoder(nn.Module):
+    "The text encoder of IVLP and MaPLe: before block i = 1, 2, ..., positions 1..n_ctx take the prompts `deep[i-1]`"
+    def __init__(self, clip_model):
+        super().__init__()
+        t = _text(clip_model)
+        self.transformer, self.positional_embedding = t.transformer, t.positional_embedding
+        self.ln_final, self.text_projection, self.attn_mask = t.ln_final, t.text_projection, t.attn_mask
+        self.dtype = t.transformer.get_cast_dtype()
+
+    def forward(self, prompts, tokenized_prompts, deep):
+        x = prompts + self.positional_embedding.type(self.dtype)
+        for i, blk in enumerate(self.transformer.resblocks):
+            if 1 <= i <= len(deep):
+                n = deep[i - 1].shape[0]
+                x = torch.cat([x[:, :1], deep[i - 1].type(x.dtype).expand(x.shape[0], -1, -1), x[:, 1 + n:]], dim=1)
+            x = _run(self.transformer, blk, x, self.attn_mask)
+        x = self.ln_final(x).type(self.dtype)
+        x = x[torch.arange(x.shape[0]), tokenized_prompts.argmax(dim=-1)]
+        p = self.text_projection
+        return p(x) if isinstance(p, nn.Linear) else x @ p
+
+# %% ../nbs/01a_reference.ipynb #5509bf94
+class RefDeepImageEncoder(nn.Module):
+    "The image encoder of IVLP and MaPLe: `shallow` appended after the patch tokens, replaced by `deep[i-1]` before block i"
+    def __init__(self, clip_model):
+        super().__init__()
+        self.visual = clip_model.visual
+
+    def forward(self, x, shallow, deep):
+        v = self.visual
+        x = v.conv1(x)
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        cls = v.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=x.dtype, device=x.device)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        if shallow is not None: x = torch.cat([x, shallow.type(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
+        x = v.ln_pre(x)
+        for i, blk in enumerate(v.transformer.resblocks):
+            if 1 <= i <= len(deep):
+                n = deep[i - 1].shape[0]
+                x = torch.cat([x[:, :x.shape[1] - n], deep[i - 1].type(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
+            x = _run(v.transformer, blk, x)
+        x = v.ln_post(x[:, 0, :])
+        return x @ v.proj if v.proj is not None else x
+
+# %% ../nbs/01a_reference.ipynb #de1b3da2
+class RefIVLP(nn.Module):
+    "IVLP's `CustomCLIP`: independent prompts in the first `depth_text` text blocks and the first `depth_vision` image blocks"
+    def __init__(self, clip_model, classnames, n_ctx_text=2, n_ctx_vision=2, depth_text=12, depth_vision=12, ctx_init='a photo of a'):
+        super().__init__()
+        ctx_dim, width = _text(clip_model).ln_final.weight.shape[0], clip_model.visual.conv1.weight.shape[0]
+        self.prompt_learner = RefVLPromptLearner(clip_model, classnames, n_ctx_text, ctx_init)
+        self.tokenized_prompts = self.prompt_learner.tokenized_prompts
+        def vpt(n, d): return nn.Parameter(nn.init.normal_(torch.empty(n, d), std=0.02))
+        self.text_vpt = nn.ParameterList([vpt(n_ctx_text, ctx_dim) for _ in range(depth_text - 1)])  # text blocks' `VPT_shallow`
+        self.vpt = vpt(n_ctx_vision, width) if depth_vision else None  # the image tower's `VPT`
+        self.vision_vpt = nn.ParameterList([vpt(n_ctx_vision, width) for _ in range(depth_vision - 1)])  # image blocks' `VPT_shallow`
+        self.image_encoder, self.text_encoder = RefDeepImageEncoder(clip_model), RefDeepTextEncoder(clip_model)
+        self.logit_scale, self.dtype = clip_model.logit_scale, self.text_encoder.dtype
+
+    def features(self, image):
+        text_features = self.text_encoder(self.prompt_learner(), self.tokenized_prompts, list(self.text_vpt))
+        image_features = self.image_encoder(image.type(self.dtype), self.vpt, list(self.vision_vpt))
+        return image_features / image_features.norm(dim=-1, keepdim=True), text_features / text_features.norm(dim=-1, keepdim=True)
+
+    def forward(self, image):
+        image_features, text_features = self.features(image)
+        return self.logit_scale.exp() * image_features @ text_features.t()
+
+# %% ../nbs/01a_reference.ipynb #0e7f2efe
+class RefMultiModalPromptLearner(RefVLPromptLearner):
+    "MaPLe's `MultiModalPromptLearner`: text prompts of `depth` layers, and linear couplers that make the image prompts from them"
+    def __init__(self, clip_model, classnames, n_ctx=2, ctx_init='a photo of a', depth=9):
+        super().__init__(clip_model, classnames, n_ctx, ctx_init)
+        ctx_dim, vis_dim = _text(clip_model).ln_final.weight.shape[0], clip_model.visual.conv1.weight.shape[0]
+        self.proj = nn.Linear(ctx_dim, vis_dim)
+        self.compound_prompts_text = nn.ParameterList([nn.Parameter(nn.init.normal_(torch.empty(n_ctx, ctx_dim), std=0.02))
+                                                       for _ in range(depth - 1)])
+        single_layer = nn.Linear(ctx_dim, vis_dim)
+        self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(single_layer) for _ in range(depth - 1)])
+
+    def forward(self):
+        visual_deep_prompts = [layer(self.compound_prompts_text[i]) for i, layer in enumerate(self.compound_prompt_projections)]
+        return super().forward(), self.proj(self.ctx), list(self.compound_prompts_text), visual_deep_prompts
+
+class RefMaPLe(nn.Module):
+    "MaPLe's `CustomCLIP`: the image prompts of each of the first `depth` layers coupled to that layer's text prompts"
+    def __init__(self, clip_model, classnames, n_ctx=2, depth=9, ctx_init='a photo of a'):
+        super().__init__()
+        self.prompt_learner = RefMultiModalPromptLearner(clip_model, classnames, n_ctx, ctx_init, depth)
+        self.tokenized_prompts = self.prompt_learner.tokenized_prompts
+        self.image_encoder, self.text_encoder = RefDeepImageEncoder(clip_model), RefDeepTextEncoder(clip_model)
+        self.logit_scale, self.dtype = clip_model.logit_scale, self.text_encoder.dtype
+
+    def forward(self, image):
+        prompts, shared_ctx, deep_text, deep_vision = self.prompt_learner()
+        text_features = self.text_encoder(prompts, self.tokenized_prompts, deep_text)
+        image_features = self.image_encoder(image.type(self.dtype), shared_ctx, deep_vision)
+        image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+        text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+        return self.logit_scale.exp() * image_features @ text_features.t()
+
+# %% ../nbs/01a_reference.ipynb #817afc73
+class RefPromptSRC(RefIVLP):
+    "PromptSRC's `CustomCLIP`: IVLP, with CLIP's frozen text features of `templates` (averaged) and its frozen image tower"
+    def __init__(self, clip_model, classnames, templates, n_ctx_text=4, n_ctx_vision=4, depth_text=9, depth_vision=9,
+                 ctx_init='a photo of a'):
+        super().__init__(clip_model, classnames, n_ctx_text, n_ctx_vision, depth_text, depth_vision, ctx_init)
+        self.zs_clip = [clip_model]  # in a list: not a submodule
+        names = [name.replace("_", " ") for name in classnames]
+        with torch.no_grad():
+            feats = [clip_model.encode_text(tokenize([t.replace("{}", n) for n in names])).unsqueeze(1) for t in templates]
+        self.fixed_embeddings = torch.cat(feats, dim=1).mean(dim=1)
+
+    def forward(self, image, label=None):
+        image_features, text_features = self.features(image)
+        logit_scale = self.logit_scale.exp()
+        logits = logit_scale * image_features @ text_features.t()
+        if label is None: return logits
+        fixed_embeddings = self.fixed_embeddings / self.fixed_embeddings.norm(dim=-1, keepdim=True)
+        with torch.no_grad():
+            zero_shot_features = self.zs_clip[0].visual(image.type(self.dtype))
+            zero_shot_features = zero_shot_features / zero_shot_features.norm(dim=-1, keepdim=True)
+            zero_shot_logits = logit_scale * zero_shot_features @ fixed_embeddings.t()
+        return (F.cross_entropy(logits, label), text_features, fixed_embeddings, zero_shot_features, image_features,
+                zero_shot_logits, logits)
+
+def ref_promptsrc_loss(outputs, text_loss_weight=25, image_loss_weight=10):
+    "PromptSRC's `forward_backward` loss from the training outputs of `RefPromptSRC`"
+    loss_ce, normalized_text_features, zs_clip_text_embeddings, zs_image_embedd, image_ft, zero_shot_logits, logits = outputs
+    loss_scl_text = F.l1_loss(normalized_text_features, zs_clip_text_embeddings, reduction='mean') * text_loss_weight
+    loss_scl_image = F.l1_loss(image_ft, zs_image_embedd, reduction='mean') * image_loss_weight
+    L_SCL_logits = F.kl_div(F.log_softmax(logits / 1, dim=1), F.log_softmax(zero_shot_logits / 1, dim=1),
+                            reduction='sum', log_target=True) * (1 * 1) / logits.numel()
+    return loss_ce + (L_SCL_logits + loss_scl_text + loss_scl_image)
 
 # %% ../nbs/01a_reference.ipynb #7c42404d
 import torch.nn.functional as F

@@ -2,6 +2,10 @@
 import os
 os.environ['HF_HUB_OFFLINE'] = '1'
 os.environ['TRANSFORMERS_OFFLINE'] = '1'
+import atexit, shutil, tempfile
+if 'COOP_FAST_FEATURE_STORE' not in os.environ:  # the CLI's feature store: a folder of this test run, not the user's cache
+    os.environ['COOP_FAST_FEATURE_STORE'] = tempfile.mkdtemp(prefix='coop_fast_features_')
+    atexit.register(shutil.rmtree, os.environ['COOP_FAST_FEATURE_STORE'], True)
 import pytest
 from coop_fast.test_utils import seed_all
 
@@ -11,6 +15,8 @@ def _seeded():
     seed_all()
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    "List the screenshots the documentation browser test saved"
+    "List the screenshots the browser tests saved"
     shots = getattr(config, '_docs_screenshots', None)
     if shots: terminalreporter.write_line(f"docs screenshots ({len(shots)}): " + ' '.join(shots))
+    app = getattr(config, '_app_screenshots', None)  # tests/test_app.py
+    if app: terminalreporter.write_line(f"app screenshots ({len(app)}): " + ' '.join(app))

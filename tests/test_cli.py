@@ -53,7 +53,7 @@ def test_usage():
     code, out, err = run()
     assert code == 2 and 'usage: coop-fast COMMAND' in err
     assert run('--version')[1].strip() == f'coop_fast {coop_fast.__version__}'
-    assert list(commands) == ['train', 'eval', 'predict', 'results', 'methods', 'demo']
+    assert list(commands) == ['train', 'eval', 'predict', 'results', 'methods', 'demo', 'bake', 'export', 'serve', 'sweep']
 
 def test_train_eval_predict_results(imgs, tmp_path):
     p = tmp_path/'runs/a.safetensors'
@@ -152,20 +152,16 @@ def test_killed_subprocess_resumes(imgs, tmp_path):
     assert torch.equal(ctx(out), ctx(tmp_path/'straight.safetensors'))
 
 def test_demo_dispatch(monkeypatch):
-    if importlib.util.find_spec('coop_fast.zoo') is None:
-        code, _, err = run('demo')
-        assert code == 1 and 'needs coop_fast.zoo' in err
-    zoo = types.ModuleType('coop_fast.zoo')
-    zoo.__spec__ = importlib.machinery.ModuleSpec('coop_fast.zoo', None)
-    zoo.demo = lambda *a, **kw: print('demo ran', a, sorted(kw.items()))
-    monkeypatch.setitem(sys.modules, 'coop_fast.zoo', zoo)
-    monkeypatch.setattr(coop_fast, 'zoo', zoo, raising=False)
+    demo = types.ModuleType('coop_fast.demo')
+    demo.__spec__ = importlib.machinery.ModuleSpec('coop_fast.demo', None)
+    demo.demo = lambda *a, **kw: print('demo ran', a, sorted(kw.items()))
+    monkeypatch.setitem(sys.modules, 'coop_fast.demo', demo)
+    monkeypatch.setattr(coop_fast, 'demo', demo, raising=False)
     assert run('demo')[:2] == (0, "demo ran ('digits',) [('epochs', None), ('out', None), ('seed', 1), ('shots', 16)]\n")
     assert run('demo', '--task', 'typed', '--epochs', 3)[1].startswith("demo ran ('typed',) [('epochs', 3)")
     code, _, err = run('demo', '--epochs', 0)
     assert code == 2 and '--epochs must be a positive integer, got 0' in err
 
-@pytest.mark.skipif(importlib.util.find_spec('coop_fast.zoo') is None, reason="coop_fast.zoo is not there yet")
 def test_demo(tmp_path):
     "The real demo, shortened to a few epochs, as `make demo` runs it: offline, task images in the cache, a loadable prompt"
     out = tmp_path/'demo/digits.safetensors'

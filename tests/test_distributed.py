@@ -1,11 +1,10 @@
 """DDP on CPU: two processes (torchrun, gloo, 127.0.0.1) reach the context of one process with the same global batch,
 with and without the image-feature cache, on a ViT and a ResNet CLIP; DDP synchronises the context only; the frozen CLIP,
-the cache, a non-finite loss and the prompt file behave under it. And the sweep script fans runs out over GPUs."""
+the cache, a non-finite loss and the prompt file behave under it."""
 import json, os, socket, subprocess, sys
 from pathlib import Path
 import pytest, torch
 from coop_fast.data import fake_images
-from coop_fast.distributed import sweep_script
 from coop_fast.export import read_prompt
 
 SCRIPT, TIMEOUT = Path(__file__).parent/'ddp_train.py', 300
@@ -102,32 +101,3 @@ def test_prompt_written_once(ddp):
     assert sorted(p.name for p in f.parent.iterdir()) == ['p.safetensors']
     tensors, info = read_prompt(f)
     assert torch.equal(tensors['prompt_learner.ctx'], T(r0['saved']['ctx'])) and info['summary']['epochs'] == 1
-
-FAKE = r'''#!/usr/bin/env bash
-echo "${CUDA_VISIBLE_DEVICES:-none} $*" >> calls.txt
-[ "$1" = train ] || exit 0
-[ "$2" = broken ] && { echo oops; exit 1; }
-while [ $# -gt 0 ]; do [ "$1" = --out ] && touch "$2"; shift; done
-'''
-
-def test_sweep_script(tmp_path):
-    "The script trains each run once on its GPU, keeps going past a failed run, resumes, and gathers the results"
-    b = tmp_path/'bin'; b.mkdir()
-    (b/'coop-fast').write_text(FAKE); (b/'coop-fast').chmod(0o755)
-    (tmp_path/'sweep.sh').write_text(sweep_script(['pets', 'broken', 'dtd'], shots=(1, 4), seeds=(1, 2), root='my data', gpus=[0, 3]))
-    env = {**os.environ, 'PATH': f"{b}:{os.environ['PATH']}"}
-    run = lambda: subprocess.run(['bash', 'sweep.sh'], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-    r = run()
-    assert r.returncode == 0, r.stderr
-    calls = (tmp_path/'calls.txt').read_text().splitlines()
-    train = [c for c in calls if ' train ' in c]
-    assert len(train) == 12 and {c.split()[0] for c in train} == {'0', '3'}
-    assert "--root my data --shots 4 --seed 2 --out prompts/pets_4_2.safetensors" in ' '.join(train)
-    assert calls[-1] == 'none results prompts'
-    assert len(list((tmp_path/'prompts').iterdir())) == 8 and len(list((tmp_path/'logs').iterdir())) == 12
-    assert sorted(l for l in r.stdout.splitlines() if l.startswith('failed')) == [
-        f'failed: broken_{k}_{s} (see logs/broken_{k}_{s}.log)' for k in (1, 4) for s in (1, 2)]
-    (tmp_path/'calls.txt').unlink()
-    run()  # resumes: only the failed runs again
-    calls = (tmp_path/'calls.txt').read_text().splitlines()
-    assert len(calls) == 5 and all(' broken ' in c for c in calls[:4]) and calls[-1] == 'none results prompts'

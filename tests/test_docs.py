@@ -217,6 +217,11 @@ _probe = r'''(() => {
     errors: [...keep.querySelectorAll('pre.output.error')].length,
     traceback: keep.innerText.includes('Traceback (most recent call last)'),
     width: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight,
+    cut: [...document.querySelectorAll('main pre')].filter(p => p.scrollWidth > p.clientWidth + 1).map(p => p.textContent.slice(0, 80)),
+    event_kwargs: keep.innerText.includes('after_create'),
+    no_docstring: keep.innerText.includes('Call self as a function'),
+    truncated_tables: [...document.querySelectorAll('main table')].filter(t => [...t.querySelectorAll('th, td')].some(
+      c => c.textContent.trim() === '...')).length,
   });
 })()'''
 
@@ -282,6 +287,10 @@ def test_page_in_browser(browsed, page):
     assert len(set(i['ids'])) == len(i['ids']), f"{page.out}: repeated ids"
     assert not i['broken_imgs'], f"images that did not load: {i['broken_imgs']}"
     assert i['errors'] == 0 and not i['traceback'], f"{page.out} shows a Python error"
+    assert not i['cut'], f"{page.out}: code wider than the column, cut: {i['cut'][:3]}"
+    assert not i['event_kwargs'], f"{page.out} shows fastai's event keyword arguments in a callback's signature"
+    assert not i['no_docstring'], f"{page.out} shows 'Call self as a function.': a function without a docstring"
+    assert not i['truncated_tables'], f"{page.out} shows a table cut by pandas ('...' columns or rows)"
     for url in i['hrefs']:
         if not url.startswith(base): continue
         path, frag = _target('', url[len(base):])

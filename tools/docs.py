@@ -72,6 +72,14 @@ def _show_doc_md(expr, ns, where):
     except Exception: md = md.replace('#LNone)', ')')
     return md
 
+def _hide_event_kwargs():
+    "Show fastai callbacks without the event keyword arguments fastai's `funcs_kwargs` gives every `Callback.__init__`"
+    try: from fastai.callback.core import Callback
+    except ImportError: return
+    events, init = set(getattr(Callback, '_methods', ())), Callback.__init__  # every subclass without an `__init__` shares it
+    sig = inspect.signature(init)
+    init.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name not in events])
+
 def _render_show_docs_proc():
     from nbdev.process import Processor
     from nbdev.processors import _is_showdoc
@@ -95,6 +103,7 @@ def _render_show_docs_proc():
                     try: exec(compile(tree, str(self.nb.path_), 'exec'), ns)
                     except Exception as e: raise RuntimeError(f"{self.nb.path_}: import cell failed: {e}") from None
             ns['show_doc'] = show_doc
+            _hide_event_kwargs()
             return ns
 
         def cell(self, cell):
@@ -376,7 +385,8 @@ main { padding:1.5rem 0 4rem; min-width:0; max-width:56rem; }
 h2 { border-bottom:1px solid var(--line); padding-bottom:.2rem; margin-top:2rem; }
 code { font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; font-size:.88em; }
 :not(pre) > code { background:var(--bg2); padding:.1em .3em; border-radius:4px; }
-pre { background:var(--bg2); padding:.8rem 1rem; border-radius:6px; overflow:auto; line-height:1.45; margin:.5rem 0; }
+pre { background:var(--bg2); padding:.8rem 1rem; border-radius:6px; overflow:auto; line-height:1.45; margin:.5rem 0;
+      white-space:pre-wrap; overflow-wrap:anywhere; }  /* long lines wrap inside the column, never cut */
 pre.output { background:#fff; border:1px solid var(--line); }
 pre.output.stderr { background:#fff8f0; } pre.output.error { background:#fff0f0; border-color:#f5a3a3; }
 .cell { margin:1rem 0; }
