@@ -23,6 +23,7 @@ from .distributed import *
 from .interpret import *
 from .cocoop import *
 from .kg import *
+from .adapters import *
 from .deep import *
 from .deploy import *
 from .experiments import *

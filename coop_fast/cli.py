@@ -358,7 +358,8 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     if stopped := learn.coop_summary.get('stopped'):
         raise ValueError(f"{stopped} No prompt file was written" + (f"; {out} is unchanged." if out.exists() else '.'))
     from coop_fast.interpret import plot_training, plot_confusion, plot_class_accuracy
-    if plot and m.fit is not None: save_fig(plot_training(learn), out.with_suffix('.training.png'))
+    if plot and getattr(getattr(learn, 'recorder', None), 'losses', None):  # a training-free method has no curves
+        save_fig(plot_training(learn), out.with_suffix('.training.png'))
     names = list(learn.model.classnames)
     probs, targs = scores(learn.model, test_dl, precision, classes=list(dls.vocab), store=store)
     res, st = eval_stats(probs, targs, names)

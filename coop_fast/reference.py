@@ -11,7 +11,8 @@ from open_clip.tokenizer import SimpleTokenizer, tokenize
 __all__ = ['RefTextEncoder', 'RefPromptLearner', 'RefCoOp', 'ref_kgcoop_loss', 'ref_zeroshot_logits', 'ref_prograd_losses',
            'ref_prograd_grads', 'RefCoCoOpPromptLearner', 'RefCoCoOp', 'RefVLPromptLearner', 'RefDeepTextEncoder',
            'RefDeepImageEncoder', 'RefIVLP', 'RefMultiModalPromptLearner', 'RefMaPLe', 'RefPromptSRC',
-           'ref_promptsrc_loss']
+           'ref_promptsrc_loss', 'ref_build_cache', 'ref_tip_logits', 'ref_cls_acc', 'ref_search_hp',
+           'ref_tip_adapter_f', 'RefAdapter', 'ref_clip_adapter_logits', 'ref_gda', 'ref_gda_search']
 
 # %% ../nbs/01a_reference.ipynb #6125cf34
 _tokenizer = SimpleTokenizer()
@@ -374,3 +375,96 @@ def ref_promptsrc_loss(outputs, text_loss_weight=25, image_loss_weight=10):
     L_SCL_logits = F.kl_div(F.log_softmax(logits / 1, dim=1), F.log_softmax(zero_shot_logits / 1, dim=1),
                             reduction='sum', log_target=True) * (1 * 1) / logits.numel()
     return loss_ce + (L_SCL_logits + loss_scl_text + loss_scl_image)
+
+# %% ../nbs/01a_reference.ipynb #7c42404d
+import torch.nn.functional as F
+
+def ref_build_cache(view_features:list, labels):
+    "Tip-Adapter's `build_cache_model`: keys `(dim, n)` from the raw features of each augmented view `(n, dim)`, one-hot values"
+    cache_keys = torch.cat([f.unsqueeze(0) for f in view_features], dim=0).mean(dim=0)
+    cache_keys /= cache_keys.norm(dim=-1, keepdim=True)
+    cache_keys = cache_keys.permute(1, 0)
+    cache_values = F.one_hot(labels).float()
+    return cache_keys, cache_values
+
+def ref_tip_logits(features, cache_keys, cache_values, clip_weights, alpha, beta, adapter=None):
+    "Tip-Adapter's logits for normalised `features`; with `adapter` (Tip-Adapter-F) the affinity is `adapter(features)`"
+    affinity = adapter(features) if adapter is not None else features @ cache_keys
+    cache_logits = ((-1) * (beta - beta * affinity)).exp() @ cache_values
+    clip_logits = 100. * features @ clip_weights
+    return clip_logits + cache_logits * alpha
+
+# %% ../nbs/01a_reference.ipynb #efea525a
+def ref_cls_acc(output, target, topk=1):
+    "Tip-Adapter's `cls_acc`: top-`topk` accuracy in percent (the count taken with `.item()`, which today's NumPy needs)"
+    pred = output.topk(topk, 1, True, True)[1].t()
+    correct = pred.eq(target.view(1, -1).expand_as(pred))
+    return 100 * correct[:topk].reshape(-1).float().sum(0, keepdim=True).item() / target.shape[0]
+
+def ref_search_hp(search_scale, search_step, cache_keys, cache_values, features, labels, clip_weights, adapter=None):
+    "Tip-Adapter's `search_hp`: the (beta, alpha) of best accuracy on `features`, `labels` over its grid, first best kept"
+    beta_list = [i * (search_scale[0] - 0.1) / search_step[0] + 0.1 for i in range(search_step[0])]
+    alpha_list = [i * (search_scale[1] - 0.1) / search_step[1] + 0.1 for i in range(search_step[1])]
+    best_acc, best_beta, best_alpha = 0, 0, 0
+    for beta in beta_list:
+        for alpha in alpha_list:
+            acc = ref_cls_acc(ref_tip_logits(features, cache_keys, cache_values, clip_weights, alpha, beta, adapter), labels)
+            if acc > best_acc: best_acc, best_beta, best_alpha = acc, beta, alpha
+    return best_beta, best_alpha
+
+# %% ../nbs/01a_reference.ipynb #48d72421
+def ref_tip_adapter_f(cache_keys, cache_values, clip_weights, batches, # `batches(epoch)`: list of (normalised features, labels)
+                      epochs, lr, alpha, beta):
+    "Tip-Adapter-F's training loop on features: the adapter `nn.Linear` initialised from the keys, AdamW, cosine schedule per step"
+    adapter = nn.Linear(cache_keys.shape[0], cache_keys.shape[1], bias=False)
+    adapter.weight = nn.Parameter(cache_keys.t().clone())
+    n_batches = len(batches(0))
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=lr, eps=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * n_batches)
+    for epoch in range(epochs):
+        for image_features, target in batches(epoch):
+            tip_logits = ref_tip_logits(image_features, cache_keys, cache_values, clip_weights, alpha, beta, adapter)
+            loss = F.cross_entropy(tip_logits, target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    return adapter
+
+# %% ../nbs/01a_reference.ipynb #7c1751c5
+class RefAdapter(nn.Module):
+    "CLIP-Adapter's `Adapter`: Linear(c_in, c_in // reduction) → ReLU → Linear(c_in // reduction, c_in) → ReLU, no biases"
+    def __init__(self, c_in, reduction=4):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(c_in, c_in // reduction, bias=False), nn.ReLU(inplace=True),
+                                nn.Linear(c_in // reduction, c_in, bias=False), nn.ReLU(inplace=True))
+    def forward(self, x): return self.fc(x)
+
+def ref_clip_adapter_logits(image_features, adapter, text_features, logit_scale, ratio=0.2):
+    "CLIP-Adapter's `CustomCLIP.forward` from raw image features"
+    x = adapter(image_features)
+    image_features = ratio * x + (1 - ratio) * image_features
+    image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+    return logit_scale.exp() * image_features @ text_features.t()
+
+# %% ../nbs/01a_reference.ipynb #31dc1314
+def ref_gda(vecs, labels, n_cls):
+    "GDA's classifier: weights `(dim, n_cls)` and biases `(n_cls,)` from normalised features `vecs` with `labels`"
+    mus = torch.cat([vecs[labels == i].mean(dim=0, keepdim=True) for i in range(n_cls)])
+    center_vecs = torch.cat([vecs[labels == i] - mus[i].unsqueeze(0) for i in range(n_cls)])
+    cov_inv = center_vecs.shape[1] * torch.linalg.pinv((center_vecs.shape[0] - 1) * center_vecs.T.cov()
+                                                       + center_vecs.T.cov().trace() * torch.eye(center_vecs.shape[1]))
+    ps = torch.ones(n_cls) * 1. / n_cls
+    W = torch.einsum('nd, dc -> cn', mus, cov_inv)
+    b = ps.log() - torch.einsum('nd, dc, nc -> n', mus, cov_inv, mus) / 2
+    return W, b
+
+def ref_gda_search(W, b, clip_weights, val_features, val_labels):
+    "GDA's search of `alpha` on the validation features: the first of best accuracy, 0.1 when none beats 0"
+    best_val_acc, best_alpha = 0, 0.1
+    for alpha in [0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0]:
+        val_logits = 100. * val_features.float() @ clip_weights.float() + alpha * (val_features.float() @ W + b)
+        acc = ref_cls_acc(val_logits, val_labels)
+        if acc > best_val_acc: best_val_acc, best_alpha = acc, alpha
+    return best_alpha
