@@ -9,8 +9,8 @@ from pathlib import Path
 from fastcore.xtras import truncstr
 
 # %% auto #0
-__all__ = ['check_int', 'check_num', 'check_choice', 'name_list', 'write_atomic', 'write_text', 'safetensors_header', 'jsonable',
-           'unwrap']
+__all__ = ['precisions', 'half_weights', 'check_int', 'check_num', 'check_choice', 'name_list', 'write_atomic', 'write_text',
+           'safetensors_header', 'jsonable', 'unwrap']
 
 # %% ../nbs/00a_base.ipynb #01391537
 def check_int(x, # The value to check
@@ -52,6 +52,10 @@ def check_choice(x, # The value to check
     close = difflib.get_close_matches(str(x), [str(c) for c in choices], n=1)
     raise ValueError(f"Unknown {name} {x!r}" + (f"; did you mean {close[0]!r}?" if close else '.')
                      + f" Use one of {', '.join(map(str, choices))}.")
+
+# %% ../nbs/00a_base.ipynb #b1a5e0c2
+precisions = ('fp32', 'fp16', 'bf16', 'amp', 'amp_bf16', 'pure_fp16', 'pure_bf16')  # every precision name coop_fast takes
+half_weights = ('pure_fp16', 'pure_bf16')  # the CLIP's weights themselves in half precision
 
 # %% ../nbs/00a_base.ipynb #c856d98e
 def name_list(xs, # Names to list

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_baselines.ipynb #97c0472f
 from __future__ import annotations
-import warnings
+import warnings, functools
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 import open_clip
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
@@ -61,10 +61,13 @@ def ensemble_templates(dataset:str|None=None) -> list:
     return ts
 
 # %% ../nbs/05_baselines.ipynb #03ab1dd0
+@functools.lru_cache(maxsize=None)
+def _tokenizer(arch): return open_clip.get_tokenizer(arch)  # building one reads its vocabulary: about a second
+
 def text_tokenizer(clip):
     "The tokenizer of `clip`'s architecture (CLIP's BPE tokenizer when it is not known)"
     arch = getattr(clip, 'clip_id', {}).get('arch')
-    return open_clip.get_tokenizer(arch) if arch else open_clip.tokenize
+    return _tokenizer(arch) if arch else open_clip.tokenize
 
 @torch.no_grad()
 def zeroshot_features(clip, # open_clip CLIP model

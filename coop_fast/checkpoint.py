@@ -190,6 +190,7 @@ class PromptCheckpoint(Callback):
         learn.coop_summary = s
 
     def before_fit(self):
+        "Restore the checkpoint to resume from, if any; refuse one with nothing left to train"
         self.iters, self.base_iters = 0, (getattr(self.learn, 'coop_summary', None) or {}).get('iterations', 0)
         self.old_logger, self.rows = None, []
         self.finding = bool(self.learn.cbs.filter(risinstance(LRFinder)))  # `lr_find` is no training run
@@ -202,6 +203,7 @@ class PromptCheckpoint(Callback):
         self.old_logger, self.learn.logger = self.learn.logger, noop  # no table rows for the skipped epochs
 
     def before_epoch(self):
+        "Skip the epochs done; at the first one left, restore the random state and the recorder"
         if self.info is None or self.finding or self.epoch > self.start: return
         if self.epoch < self.start: raise CancelEpochException()
         set_rng_state(self.tensors, self.info['rng'], self.dls)
@@ -209,13 +211,17 @@ class PromptCheckpoint(Callback):
         self.learn.logger = self.old_logger
         for row in self.info['recorder']['log']: self.learn.logger(L(_num(v) for v in row))
 
-    def after_step(self): self.iters += 1
+    def after_step(self):
+        "Count the iteration"
+        self.iters += 1
 
     def after_epoch(self):
+        "Save the checkpoint of this epoch"
         if self.finding or (self.info is not None and self.epoch < self.start): return
         self.save()
 
     def after_fit(self):
+        "Put the logger back; a second fit starts over"
         if self.finding: return
         if self.old_logger is not None and self.learn.logger is noop: self.learn.logger = self.old_logger
         self.tensors = self.info = None  # a second fit starts over

@@ -10,13 +10,13 @@ from json import dumps as _dumps
 from pathlib import Path
 from fastcore.script import call_parse, anno_parser, Param
 import coop_fast
-from .base import write_atomic, write_text
+from .base import write_atomic, write_text, check_int, check_num, check_choice, precisions, half_weights
 
 # %% auto #0
-__all__ = ['commands', 'user_errors', 'positions', 'subsamples', 'mixed', 'pure', 'command', 'overview', 'main',
-           'parse_classnames', 'save_fig', 'default_threads', 'threaded', 'set_threads', 'feature_store_opt',
-           'parse_hp', 'method_kwargs', 'cli_train', 'cli_eval', 'cli_predict', 'cli_results', 'cli_methods',
-           'cli_demo', 'cli_bake', 'cli_export', 'cli_serve', 'cli_sweep']
+__all__ = ['commands', 'user_errors', 'positions', 'subsamples', 'command', 'overview', 'main', 'run_cli', 'parse_classnames',
+           'save_fig', 'default_threads', 'threaded', 'set_threads', 'feature_store_opt', 'parse_hp', 'method_kwargs',
+           'cli_train', 'cli_eval', 'cli_predict', 'cli_results', 'cli_methods', 'cli_demo', 'cli_bake', 'cli_export',
+           'cli_serve', 'cli_sweep']
 
 # %% ../nbs/09_cli.ipynb #1b080971
 commands = {}  # subcommand name -> its `call_parse` function
@@ -77,23 +77,24 @@ def main(argv:list|None=None, # Arguments after `coop-fast`; default `sys.argv[1
             return 2
     return res if isinstance(res, int) and not isinstance(res, bool) else 0
 
+# %% ../nbs/09_cli.ipynb #c1f0a002
+def run_cli(*args) -> tuple:
+    "Run `coop-fast ARGS` in this process: (exit status, standard output, standard error)"
+    import io, contextlib
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
 # %% ../nbs/09_cli.ipynb #1d24e244
 def _check_int(name, v, lo=1):
-    if v is None: return
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-        raise ValueError(f"--{name} must be {'a positive integer' if lo == 1 else f'an integer >= {lo}'}, got {v!r}.")
+    "Check option `--name`, an integer of at least `lo` when given"
+    if v is not None: check_int(v, f'--{name}', lo)
 
-def _check_choice(name, v, choices):
-    if v not in choices:
-        close = difflib.get_close_matches(str(v), list(choices), n=1)
-        raise ValueError(f"Unknown --{name} {v!r}" + (f"; did you mean {close[0]!r}?" if close else '.') + f" Use one of {', '.join(choices)}.")
+def _check_choice(name, v, choices): check_choice(v, f'--{name}', choices)
 
-def _check_lr(lr):
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"--lr must be a positive finite number, got {lr!r}.")
+def _check_lr(lr): check_num(lr, '--lr')
 
-def _check_pct(p):
-    if not isinstance(p, (int, float)) or not 0 <= p < 1: raise ValueError(f"--test_pct must be in [0, 1), got {p!r}.")
+def _check_pct(p): check_num(p, '--test_pct', lo=0, lo_ok=True, hi=1)
 
 positions = ('end', 'middle', 'front')
 subsamples = ('all', 'base', 'new')
@@ -187,7 +188,7 @@ def _load(prompt, names=None, device=None, precision='fp32'):
     if info['pretrained'] is None and isinstance(seed, int): set_seed(seed)
     fix = ("Copy the weights into open_clip's cache (~/.cache/huggingface) from a machine with internet, or evaluate on the "
            "machine that trained the prompt.")
-    clip = _load_clip(info['arch'], info['pretrained'], device, precision if precision in pure else 'fp32', fix)
+    clip = _load_clip(info['arch'], info['pretrained'], device, precision if precision in half_weights else 'fp32', fix)
     return load_prompt(prompt, clip, classnames=names), info
 
 # %% ../nbs/09_cli.ipynb #16e5aa1b
@@ -201,9 +202,6 @@ def feature_store_opt(folder:str|None, # `--feature_store`: the store's folder, 
     return FeatureStore(folder)
 
 # %% ../nbs/09_cli.ipynb #7f30db9c
-mixed = ('fp16', 'amp', 'bf16', 'amp_bf16')
-pure = ('pure_fp16', 'pure_bf16')
-
 def _hp_value(k, v, default):
     "Hyper-parameter `k`'s value `v` (a string) as the type of its `default`"
     if isinstance(default, bool):
@@ -313,7 +311,7 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     if lr is not None: _check_lr(lr)
     _check_pct(test_pct); _check_choice('subsample', subsample, subsamples)
     if class_token_position is not None: _check_choice('class_token_position', class_token_position, positions)
-    _check_choice('precision', precision, ('fp32',) + mixed + pure)
+    _check_choice('precision', precision, precisions)
     store = feature_store_opt(feature_store, no_feature_store)
     from coop_fast.methods import get_method  # imports PyTorch: after the checks that need none
     from coop_fast.clip import resolve_pretrained
@@ -337,11 +335,11 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     import coop_fast.checkpoint  # noqa: F401 (`Learner.fit_resumable`)
     set_seed(seed)
     fix = "Train offline with --arch coop-tiny (the small CLIP that ships with coop_fast), or give a weights file: --pretrained FILE."
-    clip = _load_clip(arch, weights, device, precision if precision in pure else 'fp32', fix)
+    clip = _load_clip(arch, weights, device, precision if precision in half_weights else 'fp32', fix)
     dls = _train_dls(kind, src, root, clip, shots, seed, bs, test_pct, subsample, workers, device, check=False)
     test_dl, split = (dls.test, 'test') if has_test else (dls.valid, 'valid')
     set_seed(seed)
-    learn = m.learner(dls, clip_model=clip, precision='fp32' if precision in pure else precision,
+    learn = m.learner(dls, clip_model=clip, precision='fp32' if precision in half_weights else precision,
                       feature_cache=False if feature_cache is None else feature_cache, path=out.parent, **opts)
     learn.precision = precision
     if store is not None: learn.use_store(store)
@@ -440,7 +438,7 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
     "Evaluate a prompt file on a folder or dataset: accuracy, macro-F1 and per-class accuracy"
     _check_int('bs', bs); _check_int('workers', workers, lo=0); _check_pct(test_pct)
     store = feature_store_opt(feature_store, no_feature_store)
-    _check_choice('subsample', subsample, subsamples); _check_choice('precision', precision, ('fp32',) + mixed + pure)
+    _check_choice('subsample', subsample, subsamples); _check_choice('precision', precision, precisions)
     prompt = Path(prompt).expanduser()
     if not prompt.exists(): raise FileNotFoundError(f"No prompt file {prompt}.")
     if out is not None:
@@ -689,6 +687,7 @@ def cli_sweep(datasets:str, # Benchmark datasets, comma-separated, e.g. EuroSAT,
     slurm = {} if executor != 'slurm' else dict(partition=partition, time_min=time, gpus_per_task=gpus_per_task, cpus=cpus, mem_gb=mem,
         max_parallel=max_parallel, setup=[slurm_setup] if slurm_setup else None, slurm_args=_kv(slurm_args, 'slurm_args'))
     from coop_fast.sweep import run_sweep
+    from coop_fast.experiments import markdown_table
     say = lambda line: print(f"coop-fast sweep: {line}", file=sys.stderr, flush=True)
     res = run_sweep(_csv(datasets, 'datasets'), _csv(shots, 'shots', int), _csv(seeds, 'seeds', int), _csv(methods, 'methods'),
                     root, out, train_args, executor, logs, g, wait=not no_wait, poll=poll, feature_store=feature_store,

@@ -9,13 +9,14 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch, open_clip
 import coop_fast
+from .base import precisions, half_weights
 from open_clip.pretrained import list_pretrained_tags_by_model, get_pretrained_cfg
 from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
 # %% auto #0
-__all__ = ['test_archs', 'openai_names', 'clip_weights', 'default_tags', 'precisions', 'autocast_dtypes', 'half_weights',
-           'register_weights', 'register_weights_file', 'arch_names', 'resolve_arch', 'ClipPre', 'clip_pre',
-           'WeightsUnavailable', 'resolve_pretrained', 'load_clip', 'arch_pre']
+__all__ = ['test_archs', 'openai_names', 'clip_weights', 'default_tags', 'autocast_dtypes', 'register_weights',
+           'register_weights_file', 'arch_names', 'resolve_arch', 'ClipPre', 'clip_pre', 'WeightsUnavailable',
+           'resolve_pretrained', 'load_clip', 'arch_pre']
 
 # %% ../nbs/00_clip.ipynb #e657ce95
 _cfg_dir = Path(coop_fast.__file__).parent/'model_configs'
@@ -92,9 +93,7 @@ def clip_pre(model) -> ClipPre:
                 getattr(model, 'clip_augment', True))
 
 # %% ../nbs/00_clip.ipynb #97fb38ba
-precisions = ('fp32', 'fp16', 'bf16', 'amp', 'amp_bf16', 'pure_fp16', 'pure_bf16')  # every precision name coop_fast takes
 autocast_dtypes = {'fp16': torch.float16, 'amp': torch.float16, 'bf16': torch.bfloat16, 'amp_bf16': torch.bfloat16}  # learners: autocast
-half_weights = ('pure_fp16', 'pure_bf16')  # learners: the CLIP's weights themselves in half precision
 
 class WeightsUnavailable(RuntimeError):
     "The weights asked for cannot be had here: not cached, and the model hub cannot be reached"

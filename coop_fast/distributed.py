@@ -81,6 +81,7 @@ class CoOpDDP(Callback):
     "DDP for a `PromptModel`: synchronise its trainable tensors only (frozen weights checked once, never broadcast), stop every process on a non-finite loss"
     order = DistributedTrainer.order - 1  # before the model is wrapped, and before `PromptCallback` looks at the loss
     def before_fit(self):
+        "Check the frozen weights are the same on every process, and keep DDP from synchronising them"
         self.on = world_size() > 1 and bool(self.learn.cbs.filter(risinstance(DistributedTrainer)))
         if not self.on: return
         m = unwrap(self.model)
@@ -91,6 +92,7 @@ class CoOpDDP(Callback):
         if cur is not None and torch.device(cur) != dev: self.dls.to(dev)  # batch transforms on this process's GPU, without `setup_ddp`
 
     def after_loss(self):
+        "Make every process's loss non-finite when one is, so that all stop together"
         if not (self.on and self.training): return
         ok = bool(torch.isfinite(self.loss.detach()).all())
         bad = torch.tensor([0. if ok else 1.], device=comm_device())
@@ -100,6 +102,7 @@ class CoOpDDP(Callback):
             self.learn.loss = self.loss.detach() + float('nan')  # so that `PromptCallback` stops this process too
 
     def after_fit(self):
+        "Forget the DDP settings of the model"
         m = unwrap(self.model)
         if hasattr(m, '_ddp_params_and_buffers_to_ignore'): del m._ddp_params_and_buffers_to_ignore
 

@@ -336,16 +336,3 @@ def predict(model, # A `PromptModel` (a `CoOpModel`, ...), or a prompt file to l
     df = pd.DataFrame(dict(file=names, label=[model.classnames[k] for k in idx], idx=idx.tolist(), prob=p.tolist()))
     if with_probs: df = pd.concat([df, pd.DataFrame(probs.numpy(), columns=model.classnames)], axis=1)
     return df
-
-# %% ../nbs/06_export.ipynb #8f7336db
-def _toy_images(path, classes=('red', 'green', 'blue'), n=3, size=(40, 48), seed=0):
-    "Write `n` small noisy images per class of `classes` to `path/class/i.png` (for tests and examples)"
-    g = torch.Generator().manual_seed(seed)
-    colors = dict(red=(200, 30, 30), green=(30, 180, 40), blue=(30, 40, 200))
-    for c in classes:
-        (Path(path)/c).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            base = torch.tensor(colors.get(c, (128, 128, 128)), dtype=torch.float)[None, None]
-            px = (base + 40 * torch.randn(*size, 3, generator=g)).clamp(0, 255).byte().numpy()
-            Image.fromarray(px).save(Path(path)/c/f'{i}.png')
-    return Path(path)

@@ -29,7 +29,8 @@ from fastai.distributed import DistributedDL
 from fastai.torch_core import rank_distrib
 import torch.distributed as dist
 from .base import unwrap, check_int, check_num, name_list, write_atomic
-from .clip import load_clip, clip_pre, precisions, autocast_dtypes, half_weights
+from .base import precisions, half_weights
+from .clip import load_clip, clip_pre, autocast_dtypes
 from .data import relabel
 from .prompt import CoOpModel, PromptModel
 from .methods import Method, register_method
@@ -62,6 +63,7 @@ class NormCheck(Callback):
     order, run_valid = 0, True
     def __init__(self): self.seen = set()
     def before_validate(self):
+        "Warn, once per DataLoader, when it lacks the normalisation the training DataLoader has"
         if id(self.dl) in self.seen or not has_norm(self.dls.train) or has_norm(self.dl) is not False: return
         self.seen.add(id(self.dl))
         warnings.warn("This DataLoader does not normalise its images, but the training DataLoader does. The learner added the "
@@ -166,8 +168,13 @@ class PromptCallback(Callback):
         "Keep the trainable tensors, to restore them if the step makes the loss non-finite"
         self.good = {n: p.detach().clone() for n, p in self.pm.trainable().items()}
 
-    def after_step(self): self.iters += 1
-    def after_train(self): self.epochs += 1
+    def after_step(self):
+        "Count the iteration"
+        self.iters += 1
+
+    def after_train(self):
+        "Count the epoch"
+        self.epochs += 1
 
     def after_loss(self):
         "Stop on a non-finite training loss, with the last good trainable tensors"
@@ -203,6 +210,7 @@ class ClassMap(Callback):
 class DeviceMixedPrecision(MixedPrecision):
     "fastai's `MixedPrecision` (`amp_mode` 'fp16' or 'bf16') on the model's own device, CPU included"
     def before_fit(self):
+        "Autocast on the model's device; refuse bf16 on a GPU without it"
         bf16 = self.amp_mode == AMPMode.BF16
         dev = next(self.model.parameters()).device.type
         if bf16 and dev == 'cuda' and not torch.cuda.is_bf16_supported():
@@ -348,13 +356,21 @@ class FeatureCache(Callback):
         _, f, y = self.valid_cache
         return FeatureDL(f, y, bs=dl.bs, device=dl.device)
 
-    def before_fit(self): self.fitting = False
+    def before_fit(self):
+        "Not fitting yet"
+        self.fitting = False
+
     def before_train(self):
+        "Train on the cached features of the training DataLoader"
         self.fitting = True
         if self.dl is self.dls.train: self.learn.dl = self._train_dl(self.dl)
+
     def before_validate(self):
+        "Validate on the cached features of the validation DataLoader, during a fit"
         if self.valid and self.fitting and self.dl is self.dls.valid and len(self.dl): self.learn.dl = self._valid_dl(self.dl)
-    def after_fit(self): self.fitting = False
+    def after_fit(self):
+        "Other DataLoaders (`validate`, `get_preds`) run on images again"
+        self.fitting = False
 
 # %% ../nbs/04_learner.ipynb #ba750326
 defaults.coop_feature_cache = None  # None: cache only for DataLoaders without augmentation (`dls.augment` False)
@@ -469,7 +485,9 @@ def coop_sgd(params, lr:float=2e-3, mom:float=0.9, wd:float=5e-4):
 
 class EpochScheduler(ParamScheduler):
     "Set hyper-parameters once per epoch: `scheds` maps a name to a function of the epoch index"
-    def before_batch(self): self._update_val(self.epoch)
+    def before_batch(self):
+        "Set the hyper-parameters of this epoch"
+        self._update_val(self.epoch)
 
 # %% ../nbs/04_learner.ipynb #9f54cb97
 @patch

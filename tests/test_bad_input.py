@@ -1,7 +1,7 @@
 """Bad input, collected: every user-facing entry point (data, learner, prompt files, checkpoints, CLI) answers it with one
 clear message naming the bad thing; the CLI exits with status 2 and that message, without a traceback; non-finite losses
 stop training with the context finite; no command leaves a corrupted output file."""
-import contextlib, io, json, math, os, pickle, re, subprocess, sys, types, warnings
+import json, math, os, pickle, re, subprocess, sys, types, warnings
 from pathlib import Path
 import pytest, torch
 from fastai.callback.core import Callback
@@ -16,7 +16,7 @@ from coop_fast.export import save_prompt, load_prompt, read_prompt, predict
 from coop_fast.checkpoint import read_checkpoint, ckpt_format
 from coop_fast.export import save_tensors
 import coop_fast.cli as cli
-from coop_fast.cli import main
+from coop_fast.cli import main, run_cli
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,11 +24,7 @@ ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'HF_HUB_OFFLINE': '1', 'OMP_NUM_TH
 TINY = ['--arch', 'coop-test-vit', '--pretrained', 'random', '--n_ctx', '4', '--bs', '4', '--workers', '0', '--device', 'cpu', '--quiet']
 KW = dict(bs=4, num_workers=0, device='cpu')
 
-def run(*args):
-    "(exit status, stdout, stderr) of `coop-fast ARGS` run in this process"
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
+run = run_cli  # (exit status, stdout, stderr) of `coop-fast ARGS`, run in this process
 
 @pytest.fixture(scope='module')
 def e(tmp_path_factory):
@@ -82,7 +78,8 @@ api = [
     ('unreadable image', lambda e: fewshot_dls(e.bad, e.clip, shots=6, test_pct=0, **KW), ValueError, '1 image file(s) cannot be read: {tmp}/badimgs/cat/0.jpg'),
     ('duplicate vocab', lambda e: fewshot_dls(e.imgs, e.clip, vocab=['cat', 'dog', 'cat'], **KW), ValueError, "Duplicate class names in `vocab`: 'cat'"),
     ('test_pct out of range', lambda e: fewshot_dls(e.imgs, e.clip, test_pct=1.5, **KW), ValueError, '`test_pct` must be in [0, 1), got 1.5'),
-    ('preprocessing wrong type', lambda e: fewshot_dls(e.imgs, 'clip', **KW), TypeError, 'Expected a CLIP model, a CoOpModel or a ClipPre'),
+    ('preprocessing wrong type', lambda e: fewshot_dls(e.imgs, 3, **KW), TypeError, 'Expected a CLIP model, a CoOpModel or a ClipPre'),
+    ('preprocessing of no CLIP', lambda e: fewshot_dls(e.imgs, 'clip', **KW), ValueError, "Unknown CLIP architecture 'clip'."),
     ('nothing to evaluate', lambda e: eval_dl([], e.clip), ValueError, 'No images to evaluate'),
     ('unknown dataset', lambda e: dataset_dls('Petz', e.root), ValueError, "Unknown dataset 'Petz'. Did you mean 'OxfordPets'?"),
     ('dataset not on disk', lambda e: dataset_dls('EuroSAT', e.root), FileNotFoundError, 'EuroSAT is not (all) under {tmp}/data: missing'),

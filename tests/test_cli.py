@@ -1,11 +1,11 @@
 "The `coop-fast` command end to end on the tiny test CLIP: train, eval, predict, results, demo; determinism; resuming."
-import contextlib, importlib.machinery, importlib.util, io, json, os, signal, subprocess, sys, time, types
+import importlib.machinery, importlib.util, json, os, signal, subprocess, sys, time, types
 from pathlib import Path
 import pytest, torch
 from fastcore.basics import defaults
 from fastai.callback.core import Callback
 import coop_fast
-from coop_fast.cli import main, commands
+from coop_fast.cli import commands, run_cli
 from coop_fast.experiments import result_kind
 from coop_fast.checkpoint import read_checkpoint
 from coop_fast.data import fake_images, fewshot_items, folder_items
@@ -17,11 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
 TINY = ['--arch', 'coop-test-vit', '--pretrained', 'random', '--n_ctx', '4', '--bs', '4', '--workers', '0', '--device', 'cpu', '--quiet']
 
-def run(*args):
-    "(exit status, stdout, stderr) of `coop-fast ARGS`, run in this process"
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
+run = run_cli  # (exit status, stdout, stderr) of `coop-fast ARGS`, run in this process
 
 def ok(*args):
     code, out, err = run(*args)

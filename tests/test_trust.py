@@ -1,8 +1,8 @@
 "Numbers a user can trust (issue 11): the same seed gives the same prompt with any number of workers and threads; results tables pool only runs that differ in nothing but their seed."
-import contextlib, io, json
+import json
 from pathlib import Path
 import pytest, torch
-from coop_fast.cli import main
+from coop_fast.cli import run_cli
 from coop_fast.data import fake_images
 from coop_fast.experiments import result_record
 from coop_fast.export import read_prompt
@@ -10,11 +10,7 @@ from coop_fast.export import read_prompt
 torch.set_num_threads(1)
 TINY = ['--arch', 'coop-test-vit', '--pretrained', 'random', '--n_ctx', '4', '--bs', '4', '--device', 'cpu', '--quiet']
 
-def run(*args):
-    "(exit status, stdout, stderr) of `coop-fast ARGS`, run in this process"
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
+run = run_cli  # (exit status, stdout, stderr) of `coop-fast ARGS`, run in this process
 
 def test_same_seed_any_workers_and_threads(tmp_path):
     "The sample, the augmented crops and flips, and the batch order depend on the seed alone: the same context, bit for bit"
