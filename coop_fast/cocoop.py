@@ -18,7 +18,7 @@ from .methods import Method, register_method, get_method
 
 # %% auto #0
 __all__ = ['image_dim', 'CoCoOpPromptLearner', 'prompt_parts', 'prefix_states', 'chunk_logits', 'prompt_bytes', 'chunk_grid',
-           'cocoop_logits', 'CoCoOpModel', 'cocoop_learner', 'cocoop_epochs', 'cocoop_label', 'task_items', 'per_class',
+           'cocoop_logits', 'CoCoOpModel', 'cocoop_learner', 'cocoop_epochs', 'cocoop_label', 'task_items', 'first_n',
            'accuracy_on', 'base_to_novel']
 
 # %% ../nbs/11_cocoop.ipynb #c5253585
@@ -225,7 +225,7 @@ def task_items(task:str, # A coop-tiny task, a key of `coop_fast.tiny.tasks.task
     train, test = ([(p, names.index(c)) for p, c in folder_items(d/s)[0]] for s in ('train', 'test'))
     return train, test, names
 
-def per_class(items:list, # (path, label) pairs
+def first_n(items:list, # (path, label) pairs
               n:int|None, # How many to keep of each label; None: all
              ) -> list:
     "The first `n` items of each label of `items`"
@@ -264,7 +264,7 @@ def base_to_novel(task:str='digits', # A coop-tiny task, a key of `coop_fast.tin
     from coop_fast.datasets import subsample_classes
     m, clip = get_method(method), clip or load_clip('coop-tiny')
     train, test, names = task_items(task, root)
-    test = per_class(test, n_test)
+    test = first_n(test, n_test)
     (base, bn), (bt, _), (nt, nn_) = (subsample_classes(i, names, s) for i, s in ((train, 'base'), (test, 'base'), (test, 'new')))
     dls = fewshot_dls(base, clip, shots=shots, seed=seed, vocab=bn, test=bt, bs=m.bs, num_workers=0)
     set_seed(seed)
