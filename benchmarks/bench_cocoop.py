@@ -13,14 +13,14 @@ of 8 (cross-entropy); times are per image, medians of alternating runs. Where th
 fit in memory it is timed at the largest batch that fits (its time per image does not depend on the batch: it loops over
 the images), and where not even batch 1 fits, its time per image is extrapolated linearly in the number of classes.
 """
-import argparse, json, math, os, statistics, subprocess, sys, threading, time
+import argparse, json, math, os, sys
 import torch, torch.nn.functional as F
-import psutil
 from coop_fast.clip import load_clip, clip_pre
 from coop_fast.cocoop import CoCoOpModel
 from coop_fast.reference import RefCoCoOp
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_coop import classnames, timed, alternate, MEM_LIMIT_GB
+from bench_coop import classnames, timed, alternate
+from bench_common import MEM_LIMIT_GB, report_peak, child_memory
 
 BS, BUDGET_GB = 8, 8  # the batch of the train step; the memory in which the largest batch is sought
 
@@ -62,28 +62,11 @@ def _mem_child(arch, n_cls, which, bs, chunk_mb):
     clip, ref, fast = models(arch, n_cls, chunk_mb)
     m = ref if which == 'ref' else fast
     x, y = batch(clip, bs, n_cls)
-    step = step_fn(m, x, y)
-    proc, peak, done = psutil.Process(), [0], threading.Event()
-    base = proc.memory_info().rss
-    def watch():
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            if peak[0] - base > MEM_LIMIT_GB * 2**30:
-                print(json.dumps(dict(peak_mb=None, over_gb=MEM_LIMIT_GB)), flush=True); os._exit(3)
-            time.sleep(0.002)
-    th = threading.Thread(target=watch); th.start()
-    step()
-    done.set(); th.join()
-    print(json.dumps(dict(peak_mb=(peak[0] - base) / 2**20)))
+    report_peak(step_fn(m, x, y))
 
 def step_memory(arch, n_cls, which, bs, chunk_mb):
     "Peak MB of one training step of `which` path at batch `bs`, or None when it needs more than `MEM_LIMIT_GB`"
-    out = subprocess.run([sys.executable, __file__, '--mem-child', arch, str(n_cls), which, str(bs), str(chunk_mb)],
-                         capture_output=True, text=True)
-    lines = out.stdout.strip().splitlines()
-    if not lines and out.returncode == -9: return None  # killed by the kernel for memory: it does not fit either
-    if not lines: raise RuntimeError(f"memory child {arch} {n_cls} {which} {bs} failed ({out.returncode}): {out.stderr[-2000:]}")
-    return json.loads(lines[-1])['peak_mb']
+    return child_memory(__file__, arch, n_cls, which, bs, chunk_mb)
 
 def linear_fit(pts):
     "Intercept and slope of the line through the last two points `(x, y)`"

@@ -9,14 +9,15 @@ tower every step, image tower every step, text features every evaluation batch);
 `coop_fast.prompt.CoOpModel` (causal truncation + shared prefix, cached evaluation text features,
 image tower without autograd). Ratios are reference time / fast time, measured alternately.
 """
-import argparse, json, os, statistics, subprocess, sys, tempfile, threading, time
+import argparse, json, os, statistics, sys, tempfile, time
 from contextlib import nullcontext
 from pathlib import Path
 import torch, torch.nn.functional as F
-import psutil
 from coop_fast.clip import load_clip, clip_pre
 from coop_fast.prompt import CoOpModel, copy_ctx
 from coop_fast.reference import RefCoOp
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import MEM_LIMIT_GB, report_peak, child_memory
 
 DEV, AMP, WORKERS = 'cpu', None, 0  # device, autocast dtype ('fp16'/'bf16') and loader workers: set by --device/--amp/--workers
 
@@ -133,34 +134,16 @@ def bench_epoch(arch, n_cls=100, shots=16, n_views=0, root=None):
     res['epoch_ratio'] = res['ref_epoch'] / res['fast_warm_epoch']
     return res
 
-MEM_LIMIT_GB = 14  # a child using more is stopped: the machine has 23 GB, and the parent holds models too
-
 def _mem_child(arch, n_cls, which):
     "Peak resident memory (MB) added by one training step, measured in a fresh process"
     clip, ref, fast = models(arch, n_cls)
     m = ref if which == 'ref' else fast
     x, y = batch(clip, n_cls=n_cls)
-    step = step_fn(m, m.prompt_learner.ctx, x, y)
-    proc, peak, done = psutil.Process(), [0], threading.Event()
-    base = proc.memory_info().rss
-    def watch():
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            if peak[0] - base > MEM_LIMIT_GB * 2**30:
-                print(json.dumps(dict(peak_mb=None, over_gb=MEM_LIMIT_GB)), flush=True); os._exit(3)
-            time.sleep(0.002)
-    th = threading.Thread(target=watch); th.start()
-    step()
-    done.set(); th.join()
-    print(json.dumps(dict(peak_mb=(peak[0] - base) / 2**20)))
+    report_peak(step_fn(m, m.prompt_learner.ctx, x, y))
 
 def step_memory(arch, n_cls, which):
     "Peak MB of one training step of `which` path, or None when it needs more than `MEM_LIMIT_GB`"
-    out = subprocess.run([sys.executable, __file__, '--mem-child', arch, str(n_cls), which], capture_output=True, text=True)
-    lines = out.stdout.strip().splitlines()
-    if not lines and out.returncode == -9: return None  # killed by the kernel for memory: it does not fit either
-    if not lines: raise RuntimeError(f"memory child {arch} {n_cls} {which} failed ({out.returncode}): {out.stderr[-2000:]}")
-    return json.loads(lines[-1])['peak_mb']
+    return child_memory(__file__, arch, n_cls, which)
 
 def bench_memory(arch, classes):
     "Peak memory of one training step per class count; the reference's is extrapolated linearly where it does not fit"

@@ -13,15 +13,15 @@ Both share one CLIP and the same prompt values. A step is forward, backward and 
 PromptSRC's frozen text features are computed once, outside the step, from one template ("a photo of a {}.") for both
 paths (its 60-template average costs the same for both and is not part of a step).
 """
-import argparse, json, os, subprocess, sys, threading, time
+import argparse, json, os, sys
 from pathlib import Path
 import torch, torch.nn.functional as F
-import psutil
 from coop_fast.clip import load_clip, clip_pre
 from coop_fast.deep import IVLPModel, MaPLeModel, PromptSRCModel, src_terms
 from coop_fast.reference import RefIVLP, RefMaPLe, RefPromptSRC, ref_promptsrc_loss
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_coop import classnames, alternate, MEM_LIMIT_GB
+from bench_coop import classnames, alternate
+from bench_common import MEM_LIMIT_GB, report_peak, child_memory
 
 DEFAULTS = dict(ivlp=dict(n_ctx_text=2, n_ctx_vision=2, depth_text=12, depth_vision=12),
                 maple=dict(n_ctx=2, depth=9), promptsrc=dict(n_ctx_text=4, n_ctx_vision=4, depth_text=9, depth_vision=9))
@@ -94,27 +94,11 @@ def _mem_child(arch, method, n_cls, which, bs):
     clip, m, r = models(arch, method, n_cls)
     x, y = batch(clip, n_cls, bs)
     ref = which == 'ref'
-    step = step_fn([p for _, p in pairs(method, m, r)] if ref else list(m.trainable().values()), loss_fn(method, r if ref else m, x, y, ref))
-    proc, peak, done = psutil.Process(), [0], threading.Event()
-    base = proc.memory_info().rss
-    def watch():
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            if peak[0] - base > MEM_LIMIT_GB * 2**30:
-                print(json.dumps(dict(peak_mb=None, over_gb=MEM_LIMIT_GB)), flush=True); os._exit(3)
-            time.sleep(0.002)
-    th = threading.Thread(target=watch); th.start()
-    step()
-    done.set(); th.join()
-    print(json.dumps(dict(peak_mb=(peak[0] - base) / 2**20)))
+    report_peak(step_fn([p for _, p in pairs(method, m, r)] if ref else list(m.trainable().values()), loss_fn(method, r if ref else m, x, y, ref)))
 
 def step_memory(arch, method, n_cls, which, bs):
     "Peak MB of one training step of `which` path, or None when it needs more than `MEM_LIMIT_GB`"
-    out = subprocess.run([sys.executable, __file__, '--mem-child', arch, method, str(n_cls), which, str(bs)], capture_output=True, text=True)
-    lines = out.stdout.strip().splitlines()
-    if not lines and out.returncode == -9: return None  # killed by the kernel for memory: it does not fit either
-    if not lines: raise RuntimeError(f"memory child {arch} {method} {n_cls} {which} failed ({out.returncode}): {out.stderr[-2000:]}")
-    return json.loads(lines[-1])['peak_mb']
+    return child_memory(__file__, arch, method, n_cls, which, bs)
 
 def table(rows) -> str:
     "A markdown table of the results `rows`"

@@ -1,33 +1,17 @@
 """DDP on CPU for the deep-prompt methods: two processes (torchrun, gloo, 127.0.0.1) train IVLP, MaPLe and PromptSRC
 (its regulariser and GPA included) to the tensors one process reaches with the same global batches; DDP synchronises
 the prompts and couplers only and leaves the frozen CLIP alone."""
-import json, os, socket, subprocess, sys
 from pathlib import Path
 import pytest, torch
-from coop_fast.data import fake_images
+from ddp_utils import ddp_results
 
-SCRIPT, TIMEOUT = Path(__file__).parent/'ddp_deep.py', 300
+SCRIPT = Path(__file__).parent/'ddp_deep.py'
 CASES = ('ivlp', 'maple', 'promptsrc')
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 @pytest.fixture(scope='module')
 def ddp(tmp_path_factory):
     "Results of both ranks (rank 0 also holds the one-process references `ref_*`)"
-    d = tmp_path_factory.mktemp('ddp_deep')
-    imgs = fake_images(d/'imgs', classes=('cat', 'dog', 'bird', 'fish'), n=8)
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'GLOO_SOCKET_IFNAME': 'lo', 'HF_HUB_OFFLINE': '1'}
-    for _ in range(2):  # again on another port if the port was taken meanwhile
-        cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
-               '--master_port', str(free_port()), str(SCRIPT), str(imgs), str(d)]
-        try: r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-        except subprocess.TimeoutExpired as e: pytest.fail(f"Two-process training did not finish in {TIMEOUT} s:\n{(e.stderr or b'')[-4000:]}")
-        if r.returncode == 0 or 'address already in use' not in r.stderr.lower(): break
-    assert r.returncode == 0, f"torchrun failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
-    return [json.loads((d/f'rank{k}.json').read_text()) for k in range(2)]
+    return ddp_results(SCRIPT, tmp_path_factory.mktemp('ddp_deep'))
 
 def _diff(a, b): return (torch.tensor(a) - torch.tensor(b)).abs().max().item()
 

@@ -1,41 +1,20 @@
 """DDP on CPU: two processes (torchrun, gloo, 127.0.0.1) reach the context of one process with the same global batch,
 with and without the image-feature cache, on a ViT and a ResNet CLIP; DDP synchronises the context only; the frozen CLIP,
 the cache, a non-finite loss and the prompt file behave under it."""
-import json, os, socket, subprocess, sys
 from pathlib import Path
 import pytest, torch
-from coop_fast.data import fake_images
 from coop_fast.export import read_prompt
+from ddp_utils import ddp_results
 
-SCRIPT, TIMEOUT = Path(__file__).parent/'ddp_train.py', 300
+SCRIPT = Path(__file__).parent/'ddp_train.py'
 CASES = ('vit', 'vit_cache', 'rn', 'vit_views')
 T = torch.tensor
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-def torchrun(args, tries=2):
-    "Run `ddp_train.py args` in two CPU processes on 127.0.0.1 (again on another port if the port was taken meanwhile)"
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'GLOO_SOCKET_IFNAME': 'lo', 'HF_HUB_OFFLINE': '1'}
-    for i in range(tries):
-        cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
-               '--master_port', str(free_port()), str(SCRIPT), *map(str, args)]
-        try: r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-        except subprocess.TimeoutExpired as e:
-            pytest.fail(f"Two-process training did not finish in {TIMEOUT} s:\n{(e.stderr or b'')[-4000:]}")
-        if r.returncode == 0 or 'address already in use' not in r.stderr.lower(): break
-    assert r.returncode == 0, f"torchrun failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
-    return r
 
 @pytest.fixture(scope='module')
 def ddp(tmp_path_factory):
     "Results of both ranks (rank 0 also holds the one-process references `ref_*`), and the output folder"
     d = tmp_path_factory.mktemp('ddp')
-    imgs = fake_images(d/'imgs', classes=('cat', 'dog', 'bird', 'fish'), n=8)
-    torchrun([imgs, d])
-    return [json.loads((d/f'rank{r}.json').read_text()) for r in range(2)], d
+    return ddp_results(SCRIPT, d), d
 
 def _diff(a, b): return (T(a) - T(b)).abs().max().item()
 
