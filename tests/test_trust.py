@@ -52,3 +52,14 @@ def test_results_distinct_seeds_pool(tmp_path):
     rows = json.loads(out)
     assert code == 0 and len(rows) == 1 and rows[0]['runs'] == 3 and 'warning' not in err, (rows, err)
     assert rows[0]['accuracy_mean'] == pytest.approx(0.6) and rows[0]['accuracy_std'] == pytest.approx(torch.tensor([.5, .6, .7]).std(unbiased=False).item())
+
+def test_train_reports_a_class_absent_from_the_test_set(tmp_path):
+    "A test/ folder lacking one of train/'s classes: that class is reported absent, not scored as 0% into macro-F1"
+    fake_images(tmp_path/'d'/'train', classes=('cat', 'dog', 'bird'), n=6)
+    fake_images(tmp_path/'d'/'test', classes=('cat', 'dog'), n=3, seed=1)
+    f = tmp_path/'p.safetensors'
+    code, out, err = run('train', tmp_path/'d', '--shots', 4, '--epochs', 1, '--workers', 0, '--out', f, '--json', *TINY)
+    assert code == 0, err
+    rec = json.loads(out)
+    assert rec['split'] == 'test' and rec['n'] == 6 and rec['absent'] == ['bird'], rec
+    assert set(rec['per_class']) == {'cat', 'dog'}, rec['per_class']
