@@ -655,6 +655,7 @@ def cli_sweep(datasets:str, # Benchmark datasets, comma-separated, e.g. EuroSAT,
               methods:str='coop', # Methods, comma-separated (coop-fast methods lists them); each method's runs go to OUT/METHOD/
               out:str='runs', # Folder for the prompt files and result records
               train_args:str='', # Options for every coop-fast train, e.g. '--arch ViT-B-16 --pretrained openai'
+              eval_on:str=None, # Datasets to test every learned prompt on as it is (cross-dataset transfer), comma-separated
               executor:str='local', # local: this machine, one run per GPU at a time; slurm: a Slurm job array through submitit
               gpus:str=None, # local: the GPUs to use, a number or comma-separated ids; default all
               partition:str=None, # slurm: partition; default the cluster's
@@ -691,7 +692,8 @@ def cli_sweep(datasets:str, # Benchmark datasets, comma-separated, e.g. EuroSAT,
     say = lambda line: print(f"coop-fast sweep: {line}", file=sys.stderr, flush=True)
     res = run_sweep(_csv(datasets, 'datasets'), _csv(shots, 'shots', int), _csv(seeds, 'seeds', int), _csv(methods, 'methods'),
                     root, out, train_args, executor, logs, g, wait=not no_wait, poll=poll, feature_store=feature_store,
-                    no_feature_store=no_feature_store, dry_run=dry_run, progress=None if json else say, **slurm)
+                    no_feature_store=no_feature_store, dry_run=dry_run, progress=None if json else say,
+                    eval_on=_csv(eval_on, 'eval_on') if eval_on else None, **slurm)
     if csv and res.table is not None: write_atomic(csv, lambda t: res.table.to_csv(t, index=False))
     if json: print(_dumps(dict(states=res.states, table=None if res.table is None else res.table.to_dict('records')), indent=1))
     else:

@@ -10,8 +10,8 @@ from pathlib import Path
 from .base import check_int, check_num, check_choice, write_text
 
 # %% auto #0
-__all__ = ['active_states', 'executors', 'sweep_runs', 'sweep_script', 'TrainTask', 'run_finished', 'run_state', 'SweepSummary',
-           'run_local', 'slurm_states', 'submit_slurm', 'sweep_summary', 'run_sweep', 'wait_slurm']
+__all__ = ['active_states', 'executors', 'sweep_runs', 'sweep_script', 'TrainTask', 'run_records', 'run_finished', 'run_state',
+           'SweepSummary', 'run_local', 'slurm_states', 'submit_slurm', 'sweep_summary', 'run_sweep', 'wait_slurm']
 
 # %% ../nbs/18_sweep.ipynb #a58fd6a3
 def _listify(x, name):
@@ -28,9 +28,12 @@ def sweep_runs(datasets, # Dataset names, e.g. `['oxford_pets', 'caltech101']`
                args:str='', # Extra arguments for `coop-fast train`, e.g. '--arch ViT-B-16 --epochs 50'
                cmd:str='coop-fast', # The command
                methods=None, # Method names (`coop-fast methods`); None: `coop-fast train`'s default, unnamed
+               eval_on=None, # Datasets to test each learned prompt on as it is (cross-dataset transfer); a run's own is left out
+               eval_args:str='', # Extra arguments for those `coop-fast eval` runs
               ) -> list[dict]:
     "The `coop-fast train` runs of `datasets` × `shots` × `seeds` (× `methods`), each with a GPU: longest first, to the least busy GPU"
     datasets, shots, seeds = _listify(datasets, 'datasets'), _listify(shots, 'shots'), _listify(seeds, 'seeds')
+    targets = [] if eval_on is None else _listify(eval_on, 'eval_on')
     ms = [None] if methods is None else _listify(methods, 'methods')
     if methods is not None:
         from coop_fast.methods import get_method
@@ -47,6 +50,8 @@ def sweep_runs(datasets, # Dataset names, e.g. `['oxford_pets', 'caltech101']`
         r['argv'] = [str(r['dataset']), '--root', str(root), '--shots', str(r['shots']), '--seed', str(r['seed']),
                      *(['--method', r['method']] if r['method'] else []), '--out', r['out'], '--resume', *shlex.split(args)]
         r['cmd'] = shlex.join([*shlex.split(cmd), 'train', *r['argv']])
+        r['evals'] = [dict(dataset=t, out=f"{out}/{r['name']}.on_{t}.json") for t in targets if t != r['dataset']]
+        for e in r['evals']: e['argv'] = [r['out'], str(e['dataset']), '--root', str(root), '--out', e['out'], *shlex.split(eval_args)]
     return runs
 
 # %% ../nbs/18_sweep.ipynb #3cb7b6e4
@@ -60,10 +65,11 @@ def sweep_script(datasets, # Dataset names
                  cmd:str='coop-fast', # The command
                  logs='logs', # Folder for one log per run
                  methods=None, # Method names; None: `coop-fast train`'s default
+                 eval_on=None, # Datasets to test each learned prompt on as it is (cross-dataset transfer)
                 ) -> str:
     "A bash script that runs the sweep of `datasets` × `shots` × `seeds`, one run per GPU at a time, then `coop-fast results`"
     out, logs = str(out), str(logs)
-    runs = sweep_runs(datasets, shots, seeds, root, gpus, out, args, cmd, methods)
+    runs = sweep_runs(datasets, shots, seeds, root, gpus, out, args, cmd, methods, eval_on)
     ids = list(dict.fromkeys(r['gpu'] for r in runs))
     q = shlex.quote
     dirs = sorted({str(Path(p).parent) for r in runs for p in (r['out'], f"{logs}/{r['name']}.log")} | {out, logs})
@@ -76,20 +82,31 @@ def sweep_script(datasets, # Dataset names
             log = q(f"{logs}/{r['name']}.log")
             lines.append(f"  [ -f {q(r['out'])} ] || CUDA_VISIBLE_DEVICES={g} {r['cmd']} > {log} 2>&1 "
                          f"|| echo \"failed: {r['name']} (see {logs}/{r['name']}.log)\"")
+            for e in r['evals']:
+                lines.append(f"  [ -f {q(e['out'])} ] || CUDA_VISIBLE_DEVICES={g} {cmd} eval {shlex.join(e['argv'])} >> {log} 2>&1 "
+                             f"|| echo \"failed: {r['name']} on {e['dataset']} (see {logs}/{r['name']}.log)\"")
         lines.append('}')
     lines += [' & '.join(f'gpu_{i}' for i in range(len(ids))) + ' &', 'wait', f'{cmd} results {q(out)}']
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/18_sweep.ipynb #fc900cd4
 class TrainTask:
-    "One run of a sweep: `coop-fast train ARGV` in a child process, its output appended to `log`, its exit status next to it"
+    "One run of a sweep: `coop-fast train ARGV`, then `coop-fast eval` of each of `evals`, in child processes; their output appended to `log`, the exit status next to it"
     def __init__(self, argv:list, # Arguments after `coop-fast train`
                  log, # Log file of the run
                  cmd:list|None=None, # The command before `train`; default `python -m coop_fast.cli`, with this Python
                  env:dict|None=None, # Environment variables to set for the run
+                 evals:list|None=None, # Argument lists after `coop-fast eval`, run after training; one whose `--out` exists is skipped
+                 done=None, # The training's result record: training is skipped when it exists
                 ):
         self.argv, self.log, self.env = [str(a) for a in argv], Path(log), env or {}
         self.cmd = list(cmd) if cmd is not None else [sys.executable, '-m', 'coop_fast.cli']
+        self.evals, self.done = [[str(a) for a in e] for e in evals or []], done
+
+    def steps(self) -> list:
+        "The commands left to run: training unless it is done, then each evaluation whose record is not there"
+        todo = [] if self.done is not None and Path(self.done).is_file() else [['train', *self.argv]]
+        return todo + [['eval', *e] for e in self.evals if not Path(e[e.index('--out') + 1]).is_file()]
 
     @property
     def status_file(self) -> Path: return self.log.with_suffix('.status.json')
@@ -98,14 +115,19 @@ class TrainTask:
         "Run the command; its exit status, or an error naming the log when it fails"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.status_file.unlink(missing_ok=True)  # a status is always this attempt's
-        cmd = [*self.cmd, 'train', *self.argv]
+        rc = 0
+        for step in self.steps():
+            if rc := self._run([*self.cmd, *step]): break
+        write_text(self.status_file, json.dumps(dict(rc=rc, host=socket.gethostname(), time=time.time())))
+        if rc: raise RuntimeError(f"coop-fast {step[0]} exited with status {rc}; its log: {self.log}")
+        return rc
+
+    def _run(self, cmd):
         with open(self.log, 'a') as f:
             f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}: {shlex.join(cmd)}\n"); f.flush()
             try: rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
             except OSError as e: print(f"cannot run {cmd[0]}: {e}", file=f); rc = 127
             f.write(f"# exit status {rc}\n")
-        write_text(self.status_file, json.dumps(dict(rc=rc, host=socket.gethostname(), time=time.time())))
-        if rc: raise RuntimeError(f"coop-fast train exited with status {rc}; its log: {self.log}")
         return rc
 
     def checkpoint(self, *args, **kwargs):
@@ -114,12 +136,16 @@ class TrainTask:
         return submitit.helpers.DelayedSubmission(self)
 
 # %% ../nbs/18_sweep.ipynb #bc03aec5
+def run_records(run:dict) -> list:
+    "The result records that `run` (from `sweep_runs`) writes: its training's, then its evaluations'"
+    return [Path(run['out']).with_suffix('.json'), *(Path(e['out']) for e in run.get('evals', []))]
+
 def run_finished(run:dict) -> bool:
-    "Whether `run` (from `sweep_runs`) has its result record"
+    "Whether `run` has all its result records"
     from coop_fast.experiments import read_results
-    f = Path(run['out']).with_suffix('.json')
-    if not f.is_file(): return False
-    try: return bool(read_results([f]))
+    fs = run_records(run)
+    if not all(f.is_file() for f in fs): return False
+    try: return len(read_results(fs)) == len(fs)
     except ValueError: return False
 
 active_states = ('PENDING', 'CONFIGURING', 'RUNNING', 'COMPLETING', 'SUSPENDED', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED',
@@ -250,7 +276,7 @@ def sweep_summary(runs:list, # Runs of `sweep_runs`
     try: slurm = slurm_states() if jobs else {}
     except (OSError, RuntimeError): slurm = {}  # no Slurm here (any more): its jobs are over
     states = {r['name']: run_state(r, Path(logs)/f"{r['name']}.log", jobs.get(r['name']), slurm) for r in runs}
-    done = [Path(r['out']).with_suffix('.json') for r in runs if states[r['name']]['state'] == 'finished']
+    done = [f for r in runs if states[r['name']]['state'] == 'finished' for f in run_records(r)]
     if not done: return SweepSummary(states)
     from coop_fast.experiments import read_results, aggregate
     recs = read_results(done)
@@ -278,6 +304,7 @@ def run_sweep(datasets, # Dataset names (with `root`), e.g. `['EuroSAT', 'Descri
               cmd:list|None=None, # The command before `train`; default `python -m coop_fast.cli` with this Python
               dry_run:bool=False, # Only report what would run
               progress=None, # `progress(summary_line)`, called when a run ends (local) or the counts change (slurm)
+              eval_on=None, # Datasets to test every learned prompt on as it is (cross-dataset transfer)
               **slurm, # slurm: options of `submit_slurm`: partition, time_min, gpus_per_task, cpus, mem_gb, max_parallel, ...
              ) -> SweepSummary:
     "Run the sweep of `datasets` × `shots` × `seeds` × `methods` on `executor`, skipping finished runs and resuming interrupted ones"
@@ -288,11 +315,13 @@ def run_sweep(datasets, # Dataset names (with `root`), e.g. `['EuroSAT', 'Descri
             import torch
             gpus = max(torch.cuda.device_count(), 1)
     logs = Path(logs if logs is not None else Path(out)/'logs')
-    runs = sweep_runs(datasets, shots, seeds, root, gpus or 1, out, args + _store_args(feature_store, no_feature_store), methods=methods)
+    st = _store_args(feature_store, no_feature_store)
+    runs = sweep_runs(datasets, shots, seeds, root, gpus or 1, out, args + st, methods=methods, eval_on=eval_on, eval_args=st)
     before = sweep_summary(runs, logs)
     todo = [r for r in runs if (s := before.states[r['name']])['state'] == 'failed' or s.get('why') == 'not run yet']
     if dry_run or not todo: return before
-    tasks = [TrainTask(r['argv'], logs/f"{r['name']}.log", cmd) for r in todo]
+    tasks = [TrainTask(r['argv'], logs/f"{r['name']}.log", cmd, evals=[e['argv'] for e in r['evals']],
+                       done=Path(r['out']).with_suffix('.json')) for r in todo]
     report = (lambda *a: progress(str(sweep_summary(runs, logs)).splitlines()[0])) if progress else None
     if executor == 'local':
         run_local([(r['gpu'], t) for r, t in zip(todo, tasks)], report)

@@ -79,7 +79,7 @@ def main():
     seeds, fails = list(range(a.first, a.first + a.seeds)), 0
     todo = targets(a.all, a.targets)
     if todo:
-        with ProcessPoolExecutor(a.workers) as ex:
+        with ProcessPoolExecutor(a.workers, max_tasks_per_child=1) as ex:  # a notebook replaces its process's __main__
             for target, res in ex.map(_job, todo, [seeds] * len(todo)):
                 bad = [(s, e) for s, e in res if e]
                 fails += len(bad)
