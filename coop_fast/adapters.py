@@ -244,6 +244,8 @@ class TipAdapterModel(StatsHead):
         "Logits for normalised image features `f`"
         return self.zeroshot_logits(f) + self.cache_logits(self.affinity(f), self.beta) * self.alpha
 
+    def linear_head(self): return None  # the cache's affinity exp(−β(1 − f·keysᵀ)) is not linear in f: it cannot bake
+
 # %% ../nbs/13_adapters.ipynb #32c0d1bb
 def tip_grid(search_scale:float, # Upper end (not reached)
              search_step:int, # Number of values
@@ -436,6 +438,8 @@ class ClipAdapterModel(FeatureHead):
 
     def head(self, f): return cosine_logits(self.clip, self.ratio * self.adapter(f) + (1 - self.ratio) * f, self.text)
 
+    def linear_head(self): return None  # a ReLU bottleneck on the feature is not linear in it: it cannot bake
+
 # %% ../nbs/13_adapters.ipynb #0884314f
 @patch
 def fit_clip_adapter(self:Learner, n_epoch:int, # Epochs (CoOp's: 50 at 1 shot, 100 at 2-4, 200 at 8+; ImageNet 50)
@@ -506,6 +510,10 @@ class GDAModel(StatsHead):
     def logits(self, f):
         "Logits for normalised image features `f`"
         return self.zeroshot_logits(f) + self.alpha * self.linear_logits(f)
+
+    def linear_head(self):
+        "`(W, b)` with logits `f Wᵀ + b` for normalised `f`: GDA is one linear classifier, so it bakes (`coop_fast.deploy`)"
+        return self.logit_scale * self.text + self.alpha * self.weight, self.alpha * self.bias
 
 gda_alphas = (1e-4, 1e-3, 1e-2, 0.1, 1., 10., 100.)  # GDA's grid of alpha
 
