@@ -57,8 +57,11 @@ def run_suite(n:int) -> list:
     for i in range(n):
         t = time.time()
         r = subprocess.run(['make', 'test'], cwd=d, capture_output=True, text=True)
+        log = d.parent/f'make_test_{i + 1}.log'
+        log.write_text(r.stdout + r.stderr)
         res.append((i + 1, None if r.returncode == 0 else _first_error(r.stdout + r.stderr), time.time() - t))
-        print(f"make test run {i + 1}/{n}: {'passed' if r.returncode == 0 else 'FAILED'} in {time.time() - t:.0f} s", flush=True)
+        print(f"make test run {i + 1}/{n}: {'passed' if r.returncode == 0 else 'FAILED'} in {time.time() - t:.0f} s; its output: {log}",
+              flush=True)
     return res
 
 def targets(all_:bool, given:list) -> list:
