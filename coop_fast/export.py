@@ -19,7 +19,7 @@ import coop_fast
 from .base import write_atomic, safetensors_header, jsonable, unwrap, check_int
 from .clip import load_clip, clip_pre
 from .prompt import PromptModel, text_tower, check_names, bpe_tokenizer
-from .methods import get_method, method_for
+from .methods import get_method, method_for, is_model_of
 
 # %% auto #0
 __all__ = ['prompt_format', 'format_version', 'Pred', 'clip_check', 'prompt_meta', 'save_tensors', 'save_prompt', 'read_prompt',
@@ -54,7 +54,7 @@ def prompt_meta(model, # A `PromptModel`
     "The metadata a prompt file records for `model`, with training `summary`"
     clip, t = model.clip, text_tower(model.clip)
     m = get_method(method) if method else method_for(model)
-    if not isinstance(model, m.model): raise TypeError(f"Method {m.name!r} has {m.model.__name__} models, not {type(model).__name__}.")
+    if not is_model_of(model, m): raise TypeError(f"Method {m.name!r} has {m.model.__name__} models, not {type(model).__name__}.")
     cid = getattr(clip, 'clip_id', None) or {}
     pre = cid.get('pretrained')
     if pre is not None and os.path.isfile(str(pre)): pre = str(Path(pre).resolve())

@@ -10,8 +10,8 @@ from typing import Callable
 from .base import check_choice
 
 # %% auto #0
-__all__ = ['kinds', 'methods', 'method_modules', 'paper_epochs', 'Method', 'register_method', 'get_method', 'list_methods',
-           'method_for']
+__all__ = ['kinds', 'methods', 'method_modules', 'paper_epochs', 'Method', 'register_method', 'restore_methods', 'get_method',
+           'list_methods', 'is_model_of', 'method_for']
 
 # %% ../nbs/04a_methods.ipynb #0777b937
 def paper_epochs(shots:int, # Training images per class
@@ -63,7 +63,17 @@ def register_method(m:Method) -> Method:
     "Add method `m` to the table (replacing an entry of the same name)"
     if not isinstance(m, Method): raise TypeError(f"register_method takes a Method, got {type(m).__name__}.")
     methods[m.name] = m
+    if m.name in method_modules and all(getattr(f, '__module__', 'coop_fast').startswith('coop_fast.') for f in (m.model, m.learner or m.model)):
+        _library[m.name] = m  # the library's own entry, not a notebook's copy of it
     return m
+
+_library = {}  # the built-in entries, as their own modules registered them
+
+def restore_methods():
+    "Put the built-in entries back as their modules registered them, and remove the others (after a notebook or test registered its own)"
+    list_methods()
+    for n in [n for n in methods if n not in _library]: del methods[n]
+    methods.update(_library)
 
 def _import(mod):
     "Import built-in method module `mod`, unless this copy of coop_fast has none of that name"
@@ -84,6 +94,10 @@ def _built_in(model, m) -> bool:
     "Whether `model` is of the class of built-in method `m` as its module defines it (a notebook run may register a copy)"
     mod = sys.modules.get(method_modules.get(m.name, ''))
     return mod is not None and getattr(mod, m.model.__name__, None) is type(model)
+
+def is_model_of(model, m:Method) -> bool:
+    "Whether `model` is a model of method `m`: of its class, or of the class its built-in module defines"
+    return isinstance(model, m.model) or _built_in(model, m)
 
 def method_for(model) -> Method:
     "The first method registered for the class of `model` (a `CoOpModel` -> 'coop')"
