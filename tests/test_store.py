@@ -12,7 +12,7 @@ from coop_fast.store import FeatureStore
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1'}
 CHILD = textwrap.dedent('''
-    import json, sys, time, hashlib
+    import json, os, sys, time, hashlib
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
@@ -28,21 +28,30 @@ CHILD = textwrap.dedent('''
     items, names = folder_items(imgs)
     dl = eval_dl(items, clip, bs=4, num_workers=0)
     model = CoOpModel(clip, names, n_ctx=2)
-    def wait_for(f):
+    def wait_for(ok, what):
         t = time.time()
-        while not f.exists():
-            if time.time() - t > 120: sys.exit(f'{me}: {f} never appeared')
+        while not ok():
+            if time.time() - t > 120: sys.exit(f'{me}: {what} never happened')
             time.sleep(0.01)
+    def blocked(f):
+        "Whether a process waits for the lock on file `f` (Linux lists a waiter in /proc/locks with '->')"
+        s = f.stat()
+        tag = f' {os.major(s.st_dev):02x}:{os.minor(s.st_dev):02x}:{s.st_ino} '
+        return any('->' in l and tag in l for l in open('/proc/locks'))
+    waited = False
     def compute(d):
+        global waited
         (store.parent/f'{me}.in').touch()
-        wait_for(store.parent/(f'{other}.in' if not lock else f'{other}.start'))  # without the lock: both compute at once
-        if lock: time.sleep(0.5)  # let the other run reach the lock
+        if not lock: wait_for((store.parent/f'{other}.in').exists, f'{other} computing')  # both compute at once
+        else:
+            f = next(store.glob('*.lock'))
+            wait_for(lambda: blocked(f), f'{other} waiting for the lock')
+            waited = True
         return image_features(model, d, eval_tfms=True, progress=False)
     st = FeatureStore(store, lock=lock)
-    (store.parent/f'{me}.start').touch()
     f, y = st.features(model, dl, compute)
     ref = image_features(model, dl, eval_tfms=True, progress=False)[0]
-    print(json.dumps(dict(misses=st.misses, hits=st.hits, same=bool(torch.equal(f, ref)),
+    print(json.dumps(dict(misses=st.misses, hits=st.hits, waited=waited, same=bool(torch.equal(f, ref)),
                           digest=hashlib.sha256(f.numpy().tobytes()).hexdigest())))
 ''')
 
@@ -68,10 +77,12 @@ def _key(store):
     from safetensors import safe_open
     with safe_open(str(next(store.glob('*.safetensors'))), 'pt') as f: return f.metadata()['key']
 
+@pytest.mark.skipif(not Path('/proc/locks').exists(), reason='needs /proc/locks to see a run waiting for the lock')
 def test_lock_computes_once(tmp_path):
-    "With the lock the second run waits for the first and reads what it wrote"
+    "With the lock the second run waits for the first (seen waiting before the first computes) and reads what it wrote"
     (a, b), store = two_runs(tmp_path, lock=True)
     assert sorted((a['misses'], a['hits'], b['misses'], b['hits'])) == [0, 0, 1, 1] and a['misses'] + b['misses'] == 1
+    assert [r['waited'] for r in (a, b) if r['misses']] == [True]
     assert a['same'] and b['same'] and a['digest'] == b['digest']
     assert len(list(store.glob('*.safetensors'))) == 1
 
