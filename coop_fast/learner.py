@@ -44,14 +44,17 @@ __all__ = ['has_norm', 'NormCheck', 'prepare_clip', 'prompt_splitter', 'PromptCa
 # %% ../nbs/04_learner.ipynb #89972882
 def _add_clip_norm(dls, pre):
     "Add the CLIP normalisation `pre` to the batch transforms of `dls` if they lack a `Normalize`"
-    norms = L(getattr(dls.train, 'after_batch', None) and dls.train.after_batch.fs).filter(risinstance(Normalize))
+    norms = L(getattr(dls.train, 'after_batch', None)
+              and dls.train.after_batch.fs).filter(risinstance(Normalize))
     if not norms:
         dls.add_tfms([Normalize.from_stats(pre.mean, pre.std)], 'after_batch')
         return
     n = norms[0]
-    if not (torch.allclose(n.mean.flatten().cpu(), torch.tensor(pre.mean)) and torch.allclose(n.std.flatten().cpu(), torch.tensor(pre.std))):
-        warnings.warn(f"The batch transforms normalise with mean {n.mean.flatten().tolist()} and std {n.std.flatten().tolist()}, "
-                      f"but this CLIP was trained with mean {list(pre.mean)} and std {list(pre.std)}.")
+    if not (torch.allclose(n.mean.flatten().cpu(), torch.tensor(pre.mean))
+            and torch.allclose(n.std.flatten().cpu(), torch.tensor(pre.std))):
+        warnings.warn(f"The batch transforms normalise with mean {n.mean.flatten().tolist()} and "
+                      f"std {n.std.flatten().tolist()}, but this CLIP was trained with mean "
+                      f"{list(pre.mean)} and std {list(pre.std)}.")
 
 def has_norm(dl) -> bool|None:
     "Whether `dl` normalises its batches; None when it is not a fastai `TfmdDL`"
@@ -66,9 +69,10 @@ class NormCheck(Callback):
         "Warn, once per DataLoader, when it lacks the normalisation the training DataLoader has"
         if id(self.dl) in self.seen or not has_norm(self.dls.train) or has_norm(self.dl) is not False: return
         self.seen.add(id(self.dl))
-        warnings.warn("This DataLoader does not normalise its images, but the training DataLoader does. The learner added the "
-                      "CLIP's `Normalize` to the DataLoaders it was given; DataLoaders made before (e.g. by `dls.test_dl`) "
-                      "lack it: make them after creating the learner.")
+        warnings.warn("This DataLoader does not normalise its images, but the training DataLoader "
+                      "does. The learner added the CLIP's `Normalize` to the DataLoaders it was "
+                      "given; DataLoaders made before (e.g. by `dls.test_dl`) lack it: make them "
+                      "after creating the learner.")
 
 def _check_images(dls, size):
     "Check that `dls` gives RGB images of `size` x `size` pixels"
@@ -77,35 +81,44 @@ def _check_images(dls, size):
     try: x = dl.one_batch()[0]
     except RuntimeError as e:
         if 'collate' not in str(e): raise
-        raise ValueError(f"The images of a batch have different sizes; this CLIP takes {size}x{size} pixels: "
-                         f"build the DataLoaders with {hint}.") from e
+        raise ValueError("The images of a batch have different sizes; this CLIP takes "
+                         f"{size}x{size} pixels: build the DataLoaders with {hint}.") from e
     if x.dim() == 4 and (x.shape[1] != 3 or tuple(x.shape[-2:]) != (size, size)):
-        raise ValueError(f"The DataLoaders give images of shape {tuple(x.shape[1:])}, but this CLIP takes RGB images of "
-                         f"{size}x{size} pixels: build them with {hint}.")
+        raise ValueError(f"The DataLoaders give images of shape {tuple(x.shape[1:])}, but this "
+                         f"CLIP takes RGB images of {size}x{size} pixels: build them with {hint}.")
 
 # %% ../nbs/04_learner.ipynb #ef6066a6
 def _clip_model(dls, arch, pretrained, clip_model, precision):
     "The frozen CLIP to prompt: `clip_model`, `arch` if it is a model, or `arch` loaded with `pretrained`"
-    if precision not in precisions: raise ValueError(f"Unknown precision {precision!r}; use one of {', '.join(precisions)}.")
+    if precision not in precisions:
+        raise ValueError(f"Unknown precision {precision!r}; use one of {', '.join(precisions)}.")
     if clip_model is None and isinstance(arch, nn.Module): clip_model = arch
     if clip_model is None:
         arch = arch or getattr(dls, 'clip_arch', None) or 'ViT-B-16'  # the CLIP the DataLoaders were made for
-        return load_clip(arch, pretrained, device=getattr(dls, 'device', None), precision=precision if precision in half_weights else 'fp32')
-    if not isinstance(clip_model, nn.Module): raise TypeError(f"`clip_model` must be an open_clip model, got {type(clip_model).__name__}.")
+        return load_clip(arch, pretrained, device=getattr(dls, 'device', None),
+                         precision=precision if precision in half_weights else 'fp32')
+    if not isinstance(clip_model, nn.Module):
+        raise TypeError(
+            f"`clip_model` must be an open_clip model, got {type(clip_model).__name__}.")
     if precision in half_weights:
-        raise ValueError(f"precision={precision!r} sets the weights of a CLIP that coop_learner loads; for a model already "
-                         f"loaded, load it with load_clip(arch, pretrained, precision={precision!r}).")
+        raise ValueError(f"precision={precision!r} sets the weights of a CLIP that coop_learner "
+                         "loads; for a model already loaded, load it with load_clip(arch, "
+                         f"pretrained, precision={precision!r}).")
     return clip_model.eval().requires_grad_(False)
 
 def _classnames(dls, classnames):
     "Class names for the prompts, in label order"
     vocab = getattr(dls, 'vocab', None)
     if classnames is None:
-        if vocab is None: raise ValueError("The DataLoaders have no `vocab`; pass the class names as `classnames=`.")
+        if vocab is None:
+            raise ValueError("The DataLoaders have no `vocab`; pass the "
+                             "class names as `classnames=`.")
         return [str(v) for v in vocab]
-    if isinstance(classnames, str): raise TypeError("`classnames` must be a list of class names, not one string.")
+    if isinstance(classnames, str):
+        raise TypeError("`classnames` must be a list of class names, not one string.")
     if vocab is not None and len(classnames) != len(vocab):
-        raise ValueError(f"`classnames` has {len(classnames)} names but the data has {len(vocab)} classes "
+        raise ValueError(f"`classnames` has {len(classnames)} names but the data has {len(vocab)} "
+                         "classes "
                          f"({', '.join(map(str, list(vocab)[:5]))}{', ...' if len(vocab) > 5 else ''}).")
     return list(classnames)
 
@@ -129,9 +142,12 @@ def _coop_summary(learn) -> dict:
     "What `learn` is and how it was trained so far, as plain values"
     m = unwrap(learn.model)
     clip_id = getattr(m.clip, 'clip_id', {})
-    s = {**dict(epochs=0, iterations=0, stopped=None), **(getattr(learn, 'coop_summary', None) or {})}
-    return {**s, **dict(method=getattr(learn, 'method', None), arch=clip_id.get('arch'), pretrained=clip_id.get('pretrained')),
-            **m.config(), **dict(n_cls=m.n_cls, classnames=list(m.classnames)), **_fewshot(learn.dls)}
+    s = {**dict(epochs=0, iterations=0, stopped=None),
+         **(getattr(learn, 'coop_summary', None) or {})}
+    return {**s, **dict(method=getattr(learn, 'method', None), arch=clip_id.get('arch'),
+                        pretrained=clip_id.get('pretrained')),
+            **m.config(), **dict(n_cls=m.n_cls, classnames=list(m.classnames)),
+            **_fewshot(learn.dls)}
 
 # %% ../nbs/04_learner.ipynb #cbe38623
 class PromptCallback(Callback):
@@ -144,7 +160,8 @@ class PromptCallback(Callback):
     def before_fit(self):
         "Check the model; start counting"
         if not isinstance(self.pm, PromptModel):
-            raise TypeError(f"PromptCallback trains the prompt of a PromptModel; this Learner's model is a {type(self.pm).__name__}.")
+            raise TypeError(f"PromptCallback trains the prompt of a PromptModel; this Learner's "
+                            f"model is a {type(self.pm).__name__}.")
         self.good, self.epochs, self.iters, self.msg = None, 0, 0, None
         self.finding = bool(self.learn.cbs.filter(risinstance(LRFinder)))
 
@@ -155,10 +172,11 @@ class PromptCallback(Callback):
         self._freeze()
         want, ids = self.pm.trainable(), {id(p) for pg in self.opt.param_lists for p in pg}
         if missing := [n for n, p in want.items() if id(p) not in ids]:
-            raise ValueError(f"The optimizer does not hold {name_list(missing)} of the model; use `splitter=prompt_splitter`.")
+            raise ValueError(f"The optimizer does not hold {name_list(missing)} of the model; use "
+                             f"`splitter=prompt_splitter`.")
         if extra := len(ids) - len(want):
-            raise ValueError(f"The optimizer holds {extra} tensor(s) besides the {len(want)} that {type(self.pm).__name__} trains "
-                             "(use `splitter=prompt_splitter`).")
+            raise ValueError(f"The optimizer holds {extra} tensor(s) besides the {len(want)} that "
+                             f"{type(self.pm).__name__} trains (use `splitter=prompt_splitter`).")
 
     def before_validate(self):
         "Keep the CLIP frozen"
@@ -182,8 +200,9 @@ class PromptCallback(Callback):
         if self.good is not None:
             with torch.no_grad():
                 for n, p in self.pm.trainable().items(): p.copy_(self.good[n])
-        self.msg = (f"Training stopped at epoch {self.epoch}, iteration {self.iter}: the loss is {self.loss.item()} (not finite). "
-                    "The prompt from before the last optimizer step is kept. Try a lower learning rate, or fp32.")
+        self.msg = (f"Training stopped at epoch {self.epoch}, iteration {self.iter}: the loss is "
+                    f"{self.loss.item()} (not finite). The prompt from before the last optimizer "
+                    "step is kept. Try a lower learning rate, or fp32.")
         if not self.finding: warnings.warn(self.msg, RuntimeWarning)
         raise CancelFitException()
 
@@ -191,17 +210,20 @@ class PromptCallback(Callback):
         "Record the fit in `learn.coop_summary`"
         if self.finding or not (self.iters or self.msg): return
         s = _coop_summary(self.learn)
-        s.update(epochs=s['epochs'] + self.epochs, iterations=s['iterations'] + self.iters, stopped=self.msg)
+        s.update(epochs=s['epochs'] + self.epochs, iterations=s['iterations'] + self.iters,
+                 stopped=self.msg)
         rec = getattr(self.learn, 'recorder', None)
         if rec is not None and rec.values:
-            s.update({n: float(v) for n, v in zip(rec.metric_names[1:], rec.values[-1]) if v is not None})
+            s.update({n: float(v) for n, v in zip(rec.metric_names[1:], rec.values[-1])
+                      if v is not None})
         self.learn.coop_summary = s
 
 # %% ../nbs/04_learner.ipynb #291cfbf9
 class ClassMap(Callback):
     "Score any DataLoader by class name: relabel one whose classes differ from the learner's onto the learner's classes"
     order = -9  # before `FeatureCache` puts in its cached features
-    def __init__(self, vocab:list): self.vocab = [str(v) for v in vocab]  # the learner's classes, in the order of its outputs
+    def __init__(self, vocab:list):
+        self.vocab = [str(v) for v in vocab]  # the learner's classes, in the order of its outputs
     def before_validate(self):
         "Relabel `self.dl` onto the learner's classes, by name, when its `vocab` is another"
         relabel(self.dl, self.vocab, 'The DataLoader being scored', "the learner's classes")
@@ -228,10 +250,12 @@ def image_features(model, # `CoOpModel` (or another model with `encode_image`)
                    parent=None, # fastprogress master bar to nest the progress bar in
                   ):
     "Image features `(n, dim)` and labels `(n,)` of the items of `dl`, in dataset order"
-    if not hasattr(dl, 'new'): raise TypeError(f"`dl` must be a fastai DataLoader, got {type(dl).__name__}.")
+    if not hasattr(dl, 'new'):
+        raise TypeError(f"`dl` must be a fastai DataLoader, got {type(dl).__name__}.")
     dl = dl.new(shuffle=False, drop_last=False)
     if eval_tfms and not hasattr(dl.dataset, 'set_split_idx'):
-        raise TypeError(f"The un-augmented view needs a fastai `Datasets` (with `set_split_idx`); got {type(dl.dataset).__name__}.")
+        raise TypeError(f"The un-augmented view needs a fastai `Datasets` (with `set_split_idx`); "
+                        f"got {type(dl.dataset).__name__}.")
     dev = next(model.parameters()).device
     fs, ys = [], []
     with dl.dataset.set_split_idx(1) if eval_tfms else nullcontext(), autocast or nullcontext():
@@ -314,17 +338,20 @@ class FeatureCache(Callback):
         mp = first(self.learn.cbs.filter(risinstance(MixedPrecision)))
         dev = next(self.model.parameters()).device.type
         if mp is None or (dev != 'cuda' and not isinstance(mp, DeviceMixedPrecision)): return None
-        return torch.autocast(dev, dtype=torch.bfloat16 if mp.amp_mode == AMPMode.BF16 else torch.float16)
+        return torch.autocast(dev, dtype=torch.bfloat16 if mp.amp_mode == AMPMode.BF16
+                              else torch.float16)
 
     def _feats(self, dl, eval_tfms=False, plain=False):
         "Image features and labels of `dl`; under DDP each process computes its shard and all gather them"
         bar = getattr(self.learn, 'progress', None)  # fastai's `ProgressCallback`, absent under `learn.no_bar()`
         ac = self._autocast()
-        feats = partial(image_features, unwrap(self.model), eval_tfms=eval_tfms, progress=self.progress and bar is not None,
-                        autocast=ac, parent=getattr(bar, 'mbar', None))
+        feats = partial(image_features, unwrap(self.model), eval_tfms=eval_tfms,
+                        progress=self.progress and bar is not None, autocast=ac,
+                        parent=getattr(bar, 'mbar', None))
         with same_rng() if eval_tfms or plain else nullcontext():  # an un-augmented view: no random draws
             if world_size() == 1 and self.store is not None and (eval_tfms or plain):
-                return self.store.features(unwrap(self.model), dl, feats, eval_tfms=eval_tfms, autocast=ac)
+                return self.store.features(unwrap(self.model), dl, feats,
+                                           eval_tfms=eval_tfms, autocast=ac)
             if world_size() == 1: return feats(dl)
             idxs = shard_idxs(dl.n, dist.get_rank(), world_size())
             f, y = feats(dl.new(get_idxs=lambda: idxs))
@@ -336,16 +363,19 @@ class FeatureCache(Callback):
         "Cached-feature loader for training DataLoader `dl`, after adding one more view if fewer than `n_views` are cached"
         dl = local_dl(dl)
         key, want = self._key(dl), max(self.n_views, 1)
-        if self.train_cache is None or self.train_cache[0] != key: self.train_cache = (key, None, None, 0)
+        if self.train_cache is None or self.train_cache[0] != key:
+            self.train_cache = (key, None, None, 0)
         _, f, y, n = self.train_cache
         if n < want:
             fv, yv = self._feats(dl, eval_tfms=self.n_views == 0)
             if f is None: f, y = fv.new_empty(want, *fv.shape), yv
             elif not torch.equal(yv, y):
-                raise RuntimeError("The training DataLoader gave its items in a different order on two passes; cannot cache features.")
+                raise RuntimeError("The training DataLoader gave its items in a different order on "
+                                   "two passes; cannot cache features.")
             f[n], n = fv, n + 1
             self.train_cache = (key, f, y, n)
-        return FeatureDL(f[:n], y, bs=dl.bs, shuffle=dl.shuffle, drop_last=dl.drop_last, device=dl.device)
+        return FeatureDL(f[:n], y, bs=dl.bs, shuffle=dl.shuffle, drop_last=dl.drop_last,
+                         device=dl.device)
 
     def _valid_dl(self, dl):
         "Cached-feature loader for validation DataLoader `dl`"
@@ -367,7 +397,8 @@ class FeatureCache(Callback):
 
     def before_validate(self):
         "Validate on the cached features of the validation DataLoader, during a fit"
-        if self.valid and self.fitting and self.dl is self.dls.valid and len(self.dl): self.learn.dl = self._valid_dl(self.dl)
+        if self.valid and self.fitting and self.dl is self.dls.valid and len(self.dl):
+            self.learn.dl = self._valid_dl(self.dl)
     def after_fit(self):
         "Other DataLoaders (`validate`, `get_preds`) run on images again"
         self.fitting = False
@@ -384,8 +415,10 @@ class ClipLearner(Learner):
         train = m.trainable()
         total, n = sum(p.numel() for p in m.parameters()), sum(p.numel() for p in train.values())
         totals = (f"Total params: {total:,}\nTotal trainable params: {n:,} "
-                  f"({', '.join(f'{k} {tuple(p.shape)}' for k, p in train.items())})\nTotal non-trainable params: {total - n:,}\n")
-        return PrettyString(re.sub(r"Total params: .*\nTotal trainable params: .*\nTotal non-trainable params: [^\n]*\n", totals,
+                  f"({', '.join(f'{k} {tuple(p.shape)}' for k, p in train.items())})\n"
+                  f"Total non-trainable params: {total - n:,}\n")
+        return PrettyString(re.sub(r"Total params: .*\nTotal trainable params: .*\nTotal "
+                                   r"non-trainable params: [^\n]*\n", totals,
                                    super().summary()))
 
     def export(self, fname='export.pkl', # File name, relative to `learn.path` (or absolute)
@@ -393,14 +426,16 @@ class ClipLearner(Learner):
         "Pickle the learner, without its items, optimizer state and cached features, to `self.path/fname` for `load_learner`"
         if rank_distrib(): return None  # only the main process writes
         self._end_cleanup()
-        dls, opt, caches = self.dls, self.opt, [(c, c.train_cache, c.valid_cache) for c in self.cbs.filter(risinstance(FeatureCache))]
+        dls, opt, caches = self.dls, self.opt, [(c, c.train_cache, c.valid_cache)
+                                                for c in self.cbs.filter(risinstance(FeatureCache))]
         try:
             self.dls, self.opt = dls.new_empty(), None
             for c, *_ in caches: c.reset()
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')  # PyTorch's warning about pickled source code
-                return write_atomic(Path(self.path)/fname, lambda t: torch.save(self, t, pickle_module=pickle_module,
-                                                                               pickle_protocol=pickle_protocol))
+                return write_atomic(Path(self.path)/fname,
+                                    lambda t: torch.save(self, t, pickle_module=pickle_module,
+                                                        pickle_protocol=pickle_protocol))
         finally:
             self.dls, self.opt = dls, opt
             for c, tr, va in caches: c.train_cache, c.valid_cache = tr, va
@@ -409,11 +444,12 @@ class ClipLearner(Learner):
 def _cache_cb(model, feature_cache, dls):
     "The `FeatureCache` asked for by `feature_cache` (None: `defaults.coop_feature_cache`; None there: its one view if `dls` do not augment)"
     if feature_cache is None: feature_cache = defaults.coop_feature_cache
-    if feature_cache is None: feature_cache = 0 if getattr(dls, 'augment', True) is False and model.features_ok else False
+    if feature_cache is None:
+        feature_cache = 0 if getattr(dls, 'augment', True) is False and model.features_ok else False
     if feature_cache is False: return None
     if not model.features_ok:
-        raise ValueError(f"{type(model).__name__} prompts the image tower, so its image features change as it trains and "
-                         "cannot be cached: use feature_cache=False.")
+        raise ValueError(f"{type(model).__name__} prompts the image tower, so its image features "
+                         "change as it trains and cannot be cached: use feature_cache=False.")
     return FeatureCache() if feature_cache is True else FeatureCache(feature_cache)
 
 @delegates(Learner.__init__)
@@ -436,11 +472,16 @@ def clip_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
     clip, names = prepare_clip(dls, arch, pretrained, clip_model, precision, classnames, normalize)
     model = make_model(clip, names)
     vocab = getattr(dls, 'vocab', None)
-    cbs = L(cbs) + PromptCallback() + NormCheck() + L(_cache_cb(model, feature_cache, dls)) + L(vocab is not None and ClassMap(vocab) or None)
-    if precision in autocast_dtypes: cbs.append(DeviceMixedPrecision('bf16' if autocast_dtypes[precision] is torch.bfloat16 else 'fp16'))
-    learn = ClipLearner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), metrics=metrics, splitter=splitter, cbs=cbs, **kwargs)
+    cbs = L(cbs) + PromptCallback() + NormCheck() + L(_cache_cb(model, feature_cache,
+        dls)) + L(vocab is not None and ClassMap(vocab) or None)
+    if precision in autocast_dtypes:
+        cbs.append(DeviceMixedPrecision('bf16'
+            if autocast_dtypes[precision] is torch.bfloat16 else 'fp16'))
+    learn = ClipLearner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), metrics=metrics,
+                        splitter=splitter, cbs=cbs, **kwargs)
     clip_id = getattr(clip, 'clip_id', {})
-    learn.arch, learn.pretrained = clip_id.get('arch', type(clip).__name__), clip_id.get('pretrained')
+    learn.arch, learn.pretrained = clip_id.get('arch',
+                                               type(clip).__name__), clip_id.get('pretrained')
     learn.precision, learn.method = precision, method
     learn.coop_summary = _coop_summary(learn)
     return learn
@@ -457,7 +498,8 @@ def coop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
                  text_path:str='auto', # Text encoder path of `CoOpModel` (all exact)
                  **kwargs):
     "A `Learner` that trains CoOp's context for the classes of `dls` on a frozen CLIP `arch`"
-    make = partial(CoOpModel, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position, text_path=text_path)
+    make = partial(CoOpModel, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc,
+                   class_token_position=class_token_position, text_path=text_path)
     return clip_learner(dls, make, arch, pretrained, method='coop', **kwargs)
 
 # %% ../nbs/04_learner.ipynb #5e093064
@@ -474,7 +516,8 @@ register_method(Method('coop', 'CoOp', CoOpModel, coop_learner, label=coop_label
                        paper='Zhou et al., Learning to Prompt for Vision-Language Models, IJCV 2022'))
 
 # %% ../nbs/04_learner.ipynb #e31af2c1
-def coop_lr(epoch:int, n_epoch:int, lr:float=2e-3, warmup_lr:float=1e-5, warmup_epochs:int=1) -> float:
+def coop_lr(epoch:int, n_epoch:int, lr:float=2e-3, warmup_lr:float=1e-5,
+            warmup_epochs:int=1) -> float:
     "CoOp's learning rate at `epoch` of `n_epoch`: `warmup_lr` for `warmup_epochs` epochs, then a cosine from `lr`"
     if epoch < warmup_epochs: return warmup_lr
     return lr * (1 + math.cos(math.pi * (epoch - warmup_epochs) / n_epoch)) / 2
@@ -502,10 +545,13 @@ def fit_coop(self:Learner, n_epoch:int, # Number of epochs (the paper: 50 to 200
             ):
     "Train `n_epoch` epochs with CoOp's recipe: SGD, `warmup_lr` for `warmup_epochs`, then cosine annealing from `lr`"
     check_int(n_epoch, 'n_epoch'); check_num(lr, 'lr'); check_num(warmup_lr, 'warmup_lr')
-    sched = EpochScheduler({'lr': partial(coop_lr, n_epoch=n_epoch, lr=lr, warmup_lr=warmup_lr, warmup_epochs=warmup_epochs)})
+    sched = EpochScheduler({'lr': partial(coop_lr, n_epoch=n_epoch, lr=lr, warmup_lr=warmup_lr,
+                                          warmup_epochs=warmup_epochs)})
     old = self.opt_func, self.opt
     self.opt_func = partial(coop_sgd, mom=mom, wd=wd)
-    try: self.fit(n_epoch, lr=lr, wd=wd, cbs=L(sched) + L(cbs), reset_opt=True, start_epoch=start_epoch)
+    try:
+        self.fit(n_epoch, lr=lr, wd=wd, cbs=L(sched) + L(cbs), reset_opt=True,
+                 start_epoch=start_epoch)
     finally: self.opt_func, self.opt = old
 
 # %% ../nbs/04_learner.ipynb #6042d4e6
@@ -520,7 +566,8 @@ class LogEvery(Callback):
 
     def _plain(self, row):
         "Print `row` as aligned columns"
-        print('  '.join(f'{v:<{self.width}.6f}' if isinstance(v, float) else f'{v!s:<{self.width}}' for v in row))
+        print('  '.join(f'{v:<{self.width}.6f}' if isinstance(v, float)
+                        else f'{v!s:<{self.width}}' for v in row))
 
     def _write(self, log, row):
         if (self.epoch + 1) % self.n == 0 or self.epoch + 1 == self.n_epoch: log(row)
