@@ -77,11 +77,16 @@ def folder_items(path, # Folder with one sub-folder of images per class
         items += [(f, c) for f in fs]
     if not classes:
         loose = ' It has images at the top level: put them in one sub-folder per class.' if image_files(path) else ''
-        raise ValueError(f"{path} has no class sub-folders (one sub-folder of images per class).{loose}")
-    if empty: warnings.warn(f"Skipping {len(empty)} class folder(s) of {path} with no images: {_names(empty)}.", stacklevel=2)
+        raise ValueError(f"{path} has no class sub-folders (one sub-folder of "
+                         f"images per class).{loose}")
+    if empty:
+        warnings.warn(f"Skipping {len(empty)} class folder(s) of {path} with "
+                      f"no images: {_names(empty)}.", stacklevel=2)
     return items, [c for c in classes if c not in empty]
 
-def _names(xs, n=10): return ', '.join(repr(str(x)) for x in list(xs)[:n]) + (f' and {len(xs)-n} more' if len(xs) > n else '')
+def _names(xs, n=10):
+    return ', '.join(repr(str(x)) for x in list(xs)[:n]) + (f' and {len(xs)-n} more'
+                                                            if len(xs) > n else '')
 
 # %% ../nbs/02_data.ipynb #6682bc7e
 split_folders = dict(train=('train',), val=('val', 'valid'), test=('test',))  # split -> the folder names it may have
@@ -95,14 +100,17 @@ def folder_splits(path, # Image folder
     found = [n for n in subs if n in split_of]
     if not found: return {'all': path}
     if others := [n for n in subs if n not in split_of]:
-        raise ValueError(f"{path} mixes split folders ({', '.join(f + '/' for f in found)}) with other folders ({_names(others)}): "
-                         "give either train/ [val/] test/ folders, each with one sub-folder per class, or one sub-folder per class.")
+        raise ValueError(f"{path} mixes split folders ({', '.join(f + '/' for f in found)}) "
+                         f"with other folders ({_names(others)}): give either train/ [val/] "
+                         "test/ folders, each with one sub-folder per class, or one "
+                         "sub-folder per class.")
     res = {}
     for n in found: res.setdefault(split_of[n], path/n)  # `val/` wins over `valid/`
     return {s: res[s] for s in split_folders if s in res}
 
 # %% ../nbs/02_data.ipynb #61cec623
-def _rng(seed, what, c): return random.Random(f"{seed}/{what}/{c}")  # str seeds hash with SHA-512: same on any machine
+def _rng(seed, what, c):
+    return random.Random(f"{seed}/{what}/{c}")  # str seeds hash with SHA-512: same on any machine
 
 def _count(x, name, none_ok=True):
     "`x` as a positive int (or None), or a clear error"
@@ -110,13 +118,15 @@ def _count(x, name, none_ok=True):
     try: v = operator.index(x)
     except TypeError: v = None
     if v is None or isinstance(x, bool) or v < 1:
-        raise ValueError(f"`{name}` must be a positive integer{' or None' if none_ok else ''}, got {x!r}.")
+        raise ValueError(f"`{name}` must be a positive "
+                         f"integer{' or None' if none_ok else ''}, got {x!r}.")
     return v
 
 def _seed(s):
     try: v = operator.index(s)
     except TypeError: v = None
-    if v is None or isinstance(s, bool) or v < 0: raise ValueError(f"`seed` must be a non-negative integer, got {s!r}.")
+    if v is None or isinstance(s, bool) or v < 0:
+        raise ValueError(f"`seed` must be a non-negative integer, got {s!r}.")
     return v
 
 def _by_class(items):
@@ -146,9 +156,13 @@ def fewshot_items(items:list, # (image path, class name) pairs to sample trainin
         else: tr, va = order[:shots], order[shots:shots+n_valid]
         if not va and n_valid != 0: novalid.append(c)
         train += [(p, c) for p in tr]; val += [(p, c) for p in va]
-    if short: warnings.warn(f"{len(short)} class(es) have fewer images than shots={shots} and use all they have: "
-                            f"{', '.join(short[:10])}{' ...' if len(short) > 10 else ''}.", stacklevel=2)
-    if novalid: warnings.warn(f"No validation images for {len(novalid)} class(es): {_names(novalid)}.", stacklevel=2)
+    if short:
+        warnings.warn(f"{len(short)} class(es) have fewer images than shots={shots} and use all "
+                      "they have: "
+                      f"{', '.join(short[:10])}{' ...' if len(short) > 10 else ''}.", stacklevel=2)
+    if novalid:
+        warnings.warn(
+            f"No validation images for {len(novalid)} class(es): {_names(novalid)}.", stacklevel=2)
     return train, val
 
 # %% ../nbs/02_data.ipynb #97fcc79a
@@ -170,16 +184,22 @@ def split_items(path, # Image folder: one sub-folder per class, or train/ [val/]
                 test_pct:float=0.2, # Share of each class that is the test split of a folder without split folders
                ) -> tuple[list, list]:
     "(image path, class name) pairs of `split` of image folder `path`, and their class names"
-    split = check_choice({'valid': 'val'}.get(split, split), 'split', ('train', 'val', 'test', 'all'))
+    split = check_choice({'valid': 'val'}.get(split, split), 'split',
+                         ('train', 'val', 'test', 'all'))
     dirs = folder_splits(path)
     if 'all' in dirs:
-        if split == 'val': raise ValueError(f"{dirs['all']} has no val/ folder (its class folders hold every image).")
+        if split == 'val':
+            raise ValueError(f"{dirs['all']} has no val/ folder (its class "
+                             f"folders hold every image).")
         items, classes = folder_items(dirs['all'])
         if split != 'all': items = holdout(items, test_pct)[split == 'test']
-        if not items: raise ValueError(f"{dirs['all']} has no {split} images: it has no test/ folder, and test_pct={test_pct} holds none out.")
+        if not items:
+            raise ValueError(f"{dirs['all']} has no {split} images: it has no test/ folder, and "
+                             f"test_pct={test_pct} holds none out.")
         return items, sorted({c for _, c in items})
     if split != 'all' and split not in dirs:
-        raise ValueError(f"{path} has no {'/ or '.join(split_folders[split])}/ folder; it has {', '.join(d.name + '/' for d in dirs.values())}.")
+        raise ValueError(f"{path} has no {'/ or '.join(split_folders[split])}/ folder; it has "
+                         f"{', '.join(d.name + '/' for d in dirs.values())}.")
     items = [o for s, d in dirs.items() if split in ('all', s) for o in folder_items(d)[0]]
     return items, sorted({c for _, c in items})
 
@@ -200,8 +220,10 @@ def load_rgb(fn) -> PILImage:
     try:
         if isinstance(fn, np.ndarray): fn = Image.fromarray(fn)
         return PILImage(fn.convert('RGB')) if isinstance(fn, Image.Image) else PILImage.create(fn)
-    except Exception as e: raise ValueError(f"Cannot read image {fn if isinstance(fn, (str, Path)) else type(fn).__name__}: "
-                                            f"{type(e).__name__}: {e}") from None
+    except Exception as e:
+        raise ValueError("Cannot read image "
+                         f"{fn if isinstance(fn, (str, Path)) else type(fn).__name__}: "
+                         f"{type(e).__name__}: {e}") from None
 
 class LoadRGB(Transform):
     "`load_rgb` as the first transform of the DataLoaders: `learn.predict` and `test_dl` take any of `input_types`"
@@ -215,9 +237,11 @@ def get_pre(x=None) -> ClipPre:
     if isinstance(x, ClipPre): return x
     if isinstance(x, str): return arch_pre(x)
     if hasattr(getattr(x, 'clip', x), 'visual'): return clip_pre(x)
-    raise TypeError(f"Expected a CLIP model, a CoOpModel or a ClipPre for the preprocessing, got {type(x).__name__}.")
+    raise TypeError(f"Expected a CLIP model, a CoOpModel or a ClipPre for the "
+                    f"preprocessing, got {type(x).__name__}.")
 
-_interps = {'bicubic': InterpolationMode.BICUBIC, 'bilinear': InterpolationMode.BILINEAR, 'random': InterpolationMode.BICUBIC}
+_interps = {'bicubic': InterpolationMode.BICUBIC, 'bilinear': InterpolationMode.BILINEAR,
+            'random': InterpolationMode.BICUBIC}
 def _interp(pre): return _interps[pre.interpolation]
 
 # %% ../nbs/02_data.ipynb #90b61726
@@ -231,8 +255,11 @@ def clip_resize(img:Image.Image, # PIL image
         w, h = img.size; r = max(w, h) / s
         img = TF.resize(img, [round(h / r), round(w / r)], interp)
         w, h = img.size
-        return img if (w, h) == (s, s) else TF.pad(img, [(s-w)//2, (s-h)//2, (s-w+1)//2, (s-h+1)//2], fill=0)
-    if pre.resize_mode != 'shortest': raise ValueError(f"Unknown resize mode {pre.resize_mode!r}: use 'shortest', 'longest' or 'squash'.")
+        return img if (w, h) == (s, s) else TF.pad(img, [(s-w)//2, (s-h)//2, (s-w+1)//2,
+                                                         (s-h+1)//2], fill=0)
+    if pre.resize_mode != 'shortest':
+        raise ValueError(f"Unknown resize mode {pre.resize_mode!r}: use "
+                         f"'shortest', 'longest' or 'squash'.")
     return TF.center_crop(TF.resize(img, s, interp), s)
 
 # %% ../nbs/02_data.ipynb #c1d99e77
@@ -266,7 +293,8 @@ class FewShotDL(TfmdDL):
         super().before_iter()
         self.pass_seed = self.rng.getrandbits(62)
     def do_item(self, s):
-        with seeded(getattr(self, 'pass_seed', 0) ^ ((s or 0) * 0x9E3779B97F4A7C15 % 2**62)): return super().do_item(s)
+        with seeded(getattr(self, 'pass_seed', 0) ^ ((s or 0) * 0x9E3779B97F4A7C15 % 2**62)):
+            return super().do_item(s)
 
 # %% ../nbs/02_data.ipynb #c4f889cc
 class FewShotDataLoaders(DataLoaders):
@@ -290,7 +318,8 @@ class _Label(Transform):
         p = Path(p)
         if (c := self.d.get(p)) is not None: return c
         if p.parent.name not in self.classes:
-            raise ValueError(f"No label for {p}: it is not one of the DataLoaders' images, and its folder {p.parent.name!r} is not a class "
+            raise ValueError(f"No label for {p}: it is not one of the DataLoaders' images, and its "
+                             f"folder {p.parent.name!r} is not a class "
                              f"({name_list(sorted(self.classes))}).")
         return p.parent.name
 
@@ -300,40 +329,52 @@ def _pairs(src, vocab, what, split='all'):
         dirs = folder_splits(src)
         return folder_items(src) if 'all' in dirs else split_items(src, split)
     try: items = [tuple(o) for o in src]
-    except TypeError: raise TypeError(f"`{what}` must be a folder or a list of (image path, label) pairs, got {type(src).__name__}.") from None
-    if bad := [o for o in items if len(o) != 2]: raise ValueError(f"`{what}` items must be (image path, label) pairs; got {bad[0]!r}.")
+    except TypeError:
+        raise TypeError(f"`{what}` must be a folder or a list of (image path, label) pairs, "
+                        f"got {type(src).__name__}.") from None
+    if bad := [o for o in items if len(o) != 2]:
+        raise ValueError(f"`{what}` items must be (image path, label) pairs; got {bad[0]!r}.")
     if any(not isinstance(l, str) for _, l in items):
-        if vocab is None: raise ValueError(f"`{what}` has integer labels: pass `vocab`, the class names in label order.")
+        if vocab is None:
+            raise ValueError(f"`{what}` has integer labels: pass `vocab`, the "
+                             f"class names in label order.")
         n = len(vocab)
         if bad := [l for _, l in items if isinstance(l, str) or not 0 <= operator.index(l) < n]:
-            raise ValueError(f"`{what}` has labels outside 0..{n-1} of `vocab`: {_names(sorted(set(map(str, bad))))}.")
+            raise ValueError(f"`{what}` has labels outside 0..{n-1} of `vocab`: "
+                             f"{_names(sorted(set(map(str, bad))))}.")
         items = [(p, vocab[l]) for p, l in items]
     return [(Path(p), c) for p, c in items], sorted({c for _, c in items})
 
 def _vocab(vocab, classes):
     if vocab is None: return list(classes)
     vocab = list(vocab)
-    if dups := sorted({c for c in vocab if vocab.count(c) > 1}): raise ValueError(f"Duplicate class names in `vocab`: {_names(dups)}.")
+    if dups := sorted({c for c in vocab if vocab.count(c) > 1}):
+        raise ValueError(f"Duplicate class names in `vocab`: {_names(dups)}.")
     return vocab
 
 def _unknown(items, vocab, what):
     if bad := sorted({c for _, c in items} - set(vocab)):
-        raise ValueError(f"{what} has classes that are not among the training classes: {_names(bad)}.")
+        raise ValueError(f"{what} has classes that are not among the "
+                         f"training classes: {_names(bad)}.")
 
 def _consistent(trainval, test):
     "Error for an image with two labels; warning for test images that are also training images"
     labels = {}
     for p, c in trainval + test:
-        if labels.setdefault(p, c) != c: raise ValueError(f"Image {p} is labelled both {labels[p]!r} and {c!r}.")
+        if labels.setdefault(p, c) != c:
+            raise ValueError(f"Image {p} is labelled both {labels[p]!r} and {c!r}.")
     if both := sorted({p for p, _ in trainval} & {p for p, _ in test}):
-        warnings.warn(f"{len(both)} test image(s) are also training or validation images, e.g. {both[0]}.", stacklevel=3)
+        warnings.warn(f"{len(both)} test image(s) are also training or "
+                      f"validation images, e.g. {both[0]}.", stacklevel=3)
 
 def _dblock(pre, labels, vocab, flip=None, scale=None):
     "The DataBlock of `labels`, with `flip` and crop `scale` (None: the paper's augmentation if `pre.augment`, else none)"
     flip = pre.augment if flip is None else flip
     scale = ((0.08, 1.) if pre.augment else None) if scale is None else scale
-    return DataBlock(blocks=(TransformBlock(batch_tfms=IntToFloatTensor), CategoryBlock(vocab=vocab, sort=False)),
-                     get_x=LoadRGB(), get_y=_Label(labels, vocab), item_tfms=[ClipCrop(pre, scale), *([FlipItem(0.5)] if flip else [])],
+    return DataBlock(blocks=(TransformBlock(batch_tfms=IntToFloatTensor),
+                             CategoryBlock(vocab=vocab, sort=False)),
+                     get_x=LoadRGB(), get_y=_Label(labels, vocab),
+                     item_tfms=[ClipCrop(pre, scale), *([FlipItem(0.5)] if flip else [])],
                      batch_tfms=Normalize.from_stats(pre.mean, pre.std))
 
 def _train_folders(root, valid, test):
@@ -341,8 +382,10 @@ def _train_folders(root, valid, test):
     dirs = folder_splits(root)
     if 'all' in dirs: return root, valid, test
     if 'train' not in dirs:
-        raise ValueError(f"{root} has no train/ folder to learn from, only {', '.join(d.name + '/' for d in dirs.values())}: it is a test "
-                         "set. Learn from a folder with train/ (or one sub-folder per class), and evaluate on this one with eval_dl.")
+        raise ValueError(f"{root} has no train/ folder to learn from, only "
+                         f"{', '.join(d.name + '/' for d in dirs.values())}: it is a test set. "
+                         "Learn from a folder with train/ (or one sub-folder per class), and "
+                         "evaluate on this one with eval_dl.")
     return dirs['train'], dirs.get('val') if valid is None else valid, dirs.get('test') if test is None else test
 
 # %% ../nbs/02_data.ipynb #3ad7dfb9
@@ -364,18 +407,24 @@ def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test f
                 **kwargs
                ) -> FewShotDataLoaders:
     "Few-shot `DataLoaders` of `shots` images per class of `source`, sampled with `seed`, with the transforms of `pre`"
-    arch, pre, name, bs = pre if isinstance(pre, str) else None, get_pre(pre), 'items', _count(bs, 'bs', none_ok=False)
+    arch, pre, name, bs = pre if isinstance(pre, str) else None, get_pre(pre), 'items', _count(
+        bs, 'bs', none_ok=False)
     if isinstance(source, (str, Path)):
         root = _check_dir(source); name = str(root)
         source, valid, test = _train_folders(root, valid, test)
     items, classes = _pairs(source, vocab, 'source')
     vocab = _vocab(vocab, classes)
     _unknown(items, vocab, 'The training set')
-    if len(vocab) < 2: raise ValueError(f"Few-shot classification needs at least 2 classes; found {len(vocab)}: {_names(vocab)}.")
-    if missing := [c for c in vocab if c not in classes]: warnings.warn(f"No training images for class(es) {_names(missing)}.", stacklevel=2)
+    if len(vocab) < 2:
+        raise ValueError(f"Few-shot classification needs at least 2 classes; found "
+                         f"{len(vocab)}: {_names(vocab)}.")
+    if missing := [c for c in vocab if c not in classes]:
+        warnings.warn(f"No training images for class(es) {_names(missing)}.", stacklevel=2)
     if valid is not None:
-        valid = _pairs(valid, vocab, 'valid', 'val')[0]; _unknown(valid, vocab, 'The validation set')
-    if test is not None: test = _pairs(test, vocab, 'test', 'test')[0]; _unknown(test, vocab, 'The test set')
+        valid = _pairs(valid, vocab, 'valid', 'val')[0]
+        _unknown(valid, vocab, 'The validation set')
+    if test is not None:
+        test = _pairs(test, vocab, 'test', 'test')[0]; _unknown(test, vocab, 'The test set')
     elif test_pct: items, test = holdout(items, test_pct)
     train, val = fewshot_items(items, shots, seed, n_valid, valid)
     test = test or []
@@ -386,10 +435,12 @@ def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test f
     dblock = _dblock(pre, train + val + test, vocab, flip, scale)
     dblock.splitter = lambda o: splits
     kwargs.setdefault('drop_last', len(train) >= bs)
-    dls = dblock.dataloaders([p for p, _ in train + val + test], bs=bs, path='.' if path is None else path, dl_type=FewShotDL, **kwargs)
+    dls = dblock.dataloaders([p for p, _ in train + val + test], bs=bs,
+                             path='.' if path is None else path, dl_type=FewShotDL, **kwargs)
     dls = FewShotDataLoaders(*dls.loaders, path=dls.path, device=getattr(dls, '_device', None))
     dls.clip_pre, dls.clip_arch = pre, arch
-    dls.augment = any(isinstance(t, FlipItem) or (isinstance(t, ClipCrop) and t.scale is not None) for t in dblock.item_tfms)
+    dls.augment = any(isinstance(t, FlipItem) or (isinstance(t, ClipCrop) and t.scale is not None)
+                      for t in dblock.item_tfms)
     dls.fewshot = dict(shots=shots, seed=seed, source=name,
                        n_train=len(train), n_valid=len(val), n_test=len(test), n_classes=len(vocab))
     return dls
@@ -409,9 +460,13 @@ def eval_dl(source, # Image folder (class sub-folders, or split folders), or (im
     items, classes = _pairs(source, vocab, 'source', split)
     vocab = _vocab(vocab, classes)
     _unknown(items, vocab, 'The evaluation set')
-    if not items: raise ValueError(f"No images to evaluate in {source if isinstance(source, (str, Path)) else '`source`'}.")
-    if len(classes) < 2: raise ValueError(f"The evaluation set has images of {len(classes)} class only ({_names(classes)}); scoring needs "
-                                          "at least 2: give a folder with one sub-folder per class (or a test/ folder of them).")
+    if not items:
+        raise ValueError(f"No images to evaluate in "
+                         f"{source if isinstance(source, (str, Path)) else '`source`'}.")
+    if len(classes) < 2:
+        raise ValueError(f"The evaluation set has images of {len(classes)} class only "
+                         f"({_names(classes)}); scoring needs at least 2: give a folder with one "
+                         "sub-folder per class (or a test/ folder of them).")
     dblock = _dblock(pre, items, vocab)
     dblock.splitter = lambda o: [[0], list(range(len(o)))]  # fastai sets pipelines up on the first training item
     dsets = dblock.datasets([p for p, _ in items])
@@ -436,15 +491,19 @@ def class_index(names:list, # Class names of the data, in its label order
     names = [str(n) for n in names]
     idx = [find(n) for n in names]
     if bad := [n for n, i in zip(names, idx) if i is None]:
-        raise ValueError(f"{what} has {len(bad)} class(es) that are not among {known}: {name_list(bad)} ({known}: {name_list(classes)}).")
-    if len(set(names)) < 2: raise ValueError(f"{what} has {len(set(names))} class ({name_list(names)}); scoring needs at least 2.")
+        raise ValueError(f"{what} has {len(bad)} class(es) that are not among {known}: "
+                         f"{name_list(bad)} ({known}: {name_list(classes)}).")
+    if len(set(names)) < 2:
+        raise ValueError(f"{what} has {len(set(names))} class ({name_list(names)}); "
+                         f"scoring needs at least 2.")
     return idx
 
 def dl_vocab(dl) -> list|None:
     "The class names of DataLoader `dl` (fastai's `dl.vocab`), or None"
     try: v = dl.vocab
     except (AttributeError, TypeError, IndexError): return None
-    if isinstance(v, (list, L)) and len(v) and not isinstance(v[0], str): v = v[-1]  # several categorical outputs: the last
+    if isinstance(v, (list, L)) and len(v) and not isinstance(v[0], str):
+        v = v[-1]  # several categorical outputs: the last
     return None if v is None else [str(o) for o in v]
 
 def relabel(dl, # A fastai `TfmdDL` whose labels are `Categorize`d
@@ -461,7 +520,8 @@ def relabel(dl, # A fastai `TfmdDL` whose labels are `Categorize`d
     for n, i in zip(v, idx): new[i] = n  # the data's spelling, which its labels hold
     tl = dl.dataset.tls[-1]
     if not any(isinstance(f, Categorize) for f in tl.tfms.fs):
-        raise TypeError(f"{what} has classes {name_list(v)}, not the model's, and no fastai `Categorize` to relabel by name.")
+        raise TypeError(f"{what} has classes {name_list(v)}, not the model's, and no fastai "
+                        f"`Categorize` to relabel by name.")
     cat = Categorize(vocab=new, sort=False)
     tl.tfms.fs = L(cat if isinstance(f, Categorize) else f for f in tl.tfms.fs)  # a new list: loaders that share the old one keep it
     tl.tfms.categorize = cat
