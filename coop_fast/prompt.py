@@ -24,16 +24,19 @@ def text_tower(clip):
     "The text transformer of open_clip `clip`, checked to be one CoOp can prompt"
     t = getattr(clip, 'text', clip)
     kind = type(t).__name__
-    if not all(hasattr(t, n) for n in ('token_embedding', 'positional_embedding', 'transformer', 'ln_final')):
-        raise TypeError(f"CoOp needs a CLIP text transformer with token embeddings; {kind} has none "
-                        "(Hugging Face text towers are not supported).")
+    if not all(hasattr(t, n) for n in ('token_embedding', 'positional_embedding',
+                                       'transformer', 'ln_final')):
+        raise TypeError(f"CoOp needs a CLIP text transformer with token embeddings; {kind} has "
+                        "none (Hugging Face text towers are not supported).")
     if getattr(t, 'cls_emb', None) is not None or getattr(t, 'attn_mask', None) is None:
-        raise TypeError(f"CoOp needs a causal text transformer pooled at the end-of-text token; {kind} is not one.")
+        raise TypeError(f"CoOp needs a causal text transformer pooled at the end-of-text "
+                        f"token; {kind} is not one.")
     if _pool_type(t) not in ('argmax', 'eos'):
-        raise TypeError(f"CoOp pools text features at the end-of-text token; this text tower pools by {_pool_type(t)!r}.")
+        raise TypeError(f"CoOp pools text features at the end-of-text token; this text tower "
+                        f"pools by {_pool_type(t)!r}.")
     if t.token_embedding.num_embeddings != bpe_tokenizer.vocab_size:
-        raise TypeError(f"CoOp uses CLIP's BPE tokenizer ({bpe_tokenizer.vocab_size} tokens); this text tower has "
-                        f"{t.token_embedding.num_embeddings}.")
+        raise TypeError(f"CoOp uses CLIP's BPE tokenizer ({bpe_tokenizer.vocab_size} tokens); this "
+                        f"text tower has {t.token_embedding.num_embeddings}.")
     return t
 
 def _pool_type(t): return getattr(t, 'text_pool_type', getattr(t, 'pool_type', 'argmax'))
@@ -48,8 +51,10 @@ def clean_classname(name):
 def check_names(classnames):
     "Cleaned class names, or an error naming the problem"
     if isinstance(classnames, str) or not hasattr(classnames, '__len__'):
-        raise TypeError(f"`classnames` must be a list of class names, got {type(classnames).__name__}.")
-    if len(classnames) == 0: raise ValueError("`classnames` is empty: CoOp needs at least one class.")
+        raise TypeError(f"`classnames` must be a list of class names, got "
+                        f"{type(classnames).__name__}.")
+    if len(classnames) == 0:
+        raise ValueError("`classnames` is empty: CoOp needs at least one class.")
     if bad := [n for n in classnames if not isinstance(n, str) or not clean_classname(n)]:
         raise ValueError(f"Class names must be non-empty strings; got {bad[:5]!r}.")
     names = [clean_classname(n) for n in classnames]
@@ -79,19 +84,23 @@ class PromptLearner(nn.Module):
         super().__init__()
         t = text_tower(clip)
         if class_token_position not in positions:
-            raise ValueError(f"class_token_position must be one of {positions}, got {class_token_position!r}.")
+            raise ValueError(f"class_token_position must be one of {positions}, got "
+                             f"{class_token_position!r}.")
         names = check_names(classnames)
         if not isinstance(csc, bool): raise TypeError(f"csc must be True or False, got {csc!r}.")
         emb = t.token_embedding.weight
         if ctx_init:
-            if not isinstance(ctx_init, str): raise TypeError(f"ctx_init must be a string of words, got {ctx_init!r}.")
+            if not isinstance(ctx_init, str):
+                raise TypeError(f"ctx_init must be a string of words, got {ctx_init!r}.")
             ids = bpe_tokenizer.encode(clean_classname(ctx_init))
             if not ids: raise ValueError(f"ctx_init {ctx_init!r} has no tokens.")
             ctx = emb[ids].detach().float().clone()
             if csc: ctx = ctx.repeat(len(names), 1, 1)
         else:
-            if not isinstance(n_ctx, int) or n_ctx < 1: raise ValueError(f"n_ctx must be an integer >= 1, got {n_ctx!r}.")
-            ctx = torch.empty(*((len(names),) if csc else ()), n_ctx, emb.shape[1], device=emb.device)
+            if not isinstance(n_ctx, int) or n_ctx < 1:
+                raise ValueError(f"n_ctx must be an integer >= 1, got {n_ctx!r}.")
+            ctx = torch.empty(*((len(names),) if csc else ()), n_ctx, emb.shape[1],
+                              device=emb.device)
             nn.init.normal_(ctx, std=0.02)
         self.ctx = nn.Parameter(ctx)
         self.ctx_init, self.csc, self.class_token_position = ctx_init or None, csc, class_token_position
@@ -108,26 +117,33 @@ class PromptLearner(nn.Module):
         names = check_names(classnames)
         old = [clean_classname(n) for n in getattr(self, 'classnames', names)]
         if self.csc and (self.ctx.shape[0] != len(names) or names != old):
-            raise ValueError(f"This class-specific context was learned for its own {self.ctx.shape[0]} classes and cannot "
-                             f"prompt other class names; only a unified context (csc=False) transfers to new classes.")
-        toks = [[bpe_tokenizer.sot_token_id] + bpe_tokenizer.encode(n + '.') + [bpe_tokenizer.eot_token_id] for n in names]
+            raise ValueError("This class-specific context was learned for its own "
+                             f"{self.ctx.shape[0]} classes and cannot prompt other class names; "
+                             "only a unified context (csc=False) transfers to new classes.")
+        toks = [
+            [bpe_tokenizer.sot_token_id] + bpe_tokenizer.encode(n + '.') + [bpe_tokenizer.eot_token_id] for n in names]
         n_names = [len(bpe_tokenizer.encode(n)) for n in names]
         if over := [(n, len(s) + self.n_ctx - self.context_length) for n, s in zip(names, toks)
                     if len(s) + self.n_ctx > self.context_length]:
             n, k = max(over, key=lambda o: o[1])
             n = n if len(n) <= 40 else n[:37].rstrip() + ' ...'
-            raise ValueError(f"The prompt for class {n!r} is {k} token(s) longer than the text encoder's context "
-                             f"length of {self.context_length} ({len(over)} class(es) too long); use fewer context "
-                             "vectors or shorter class names.")
+            raise ValueError(f"The prompt for class {n!r} is {k} token(s) longer than the "
+                             f"text encoder's context length of {self.context_length} "
+                             f"({len(over)} class(es) too long); use fewer context vectors or "
+                             "shorter class names.")
         T = max(map(len, toks))
-        orders = [_order(self.n_ctx, m, len(s) - 1 - m, self.class_token_position) for s, m in zip(toks, n_names)]
+        orders = [_order(self.n_ctx, m, len(s) - 1 - m, self.class_token_position)
+                  for s, m in zip(toks, n_names)]
         L = max(map(len, orders))
         # positions after EOT only pad the batch: the causal mask keeps them from reaching EOT
-        idx = [[T + o[1] if isinstance(o, tuple) else o for o in order] + [0] * (L - len(order)) for order in orders]
+        idx = [[T + o[1] if isinstance(o, tuple) else o for o in order] + [0] * (L - len(order))
+               for order in orders]
         dev = self.ctx.device
-        self.register_buffer('tokens', torch.tensor([s + [0] * (T - len(s)) for s in toks], device=dev), persistent=False)
+        self.register_buffer('tokens', torch.tensor([s + [0] * (T - len(s)) for s in toks],
+                                                    device=dev), persistent=False)
         self.register_buffer('index', torch.tensor(idx, device=dev), persistent=False)
-        self.register_buffer('eot', torch.tensor([len(o) - 1 for o in orders], device=dev), persistent=False)
+        self.register_buffer('eot', torch.tensor([len(o) - 1 for o in orders], device=dev),
+                             persistent=False)
         self.classnames = list(classnames)
         h = self.n_ctx if self.class_token_position == 'end' else self.n_ctx // 2
         self.n_shared = 1 if self.csc or self.class_token_position == 'front' else 1 + h
@@ -145,7 +161,8 @@ fast_blocks = [oct.ResidualAttentionBlock, getattr(oct, 'CustomResidualAttention
 fast_attention = [nn.MultiheadAttention, getattr(oct, 'Attention', None)]  # attention modules it runs
 
 def _attn_reason(a):
-    if not any(k is not None and type(a) is k for k in fast_attention): return f"its attention module is a {type(a).__name__}"
+    if not any(k is not None and type(a) is k for k in fast_attention):
+        return f"its attention module is a {type(a).__name__}"
     if isinstance(a, nn.MultiheadAttention):
         if not a._qkv_same_embed_dim or a.bias_k is not None or a.add_zero_attn:
             return "its nn.MultiheadAttention has other key/value sizes or extra key/value biases"
@@ -155,7 +172,8 @@ def _attn_reason(a):
 def fast_path_reason(t) -> str|None:
     "Why the shared-prefix path cannot run text tower `t` exactly, or None when it can"
     for i, b in enumerate(t.transformer.resblocks):
-        if not any(k is not None and type(b) is k for k in fast_blocks): return f"block {i} is a {type(b).__name__}"
+        if not any(k is not None and type(b) is k for k in fast_blocks):
+            return f"block {i} is a {type(b).__name__}"
         if hasattr(b, 'ln_1_kv'): return f"block {i} is a cross-attention block"
         if r := _attn_reason(b.attn): return f"block {i}: {r}"
 
@@ -163,7 +181,8 @@ def fast_path_reason(t) -> str|None:
 def _qkv(a, x):
     "Queries, keys and values `(batch, heads, seq, head_dim)` of attention module `a` on `x`, queries scaled"
     B, S, D = x.shape
-    w = a.in_proj_weight if a.in_proj_weight is not None else torch.cat([a.q_proj_weight, a.k_proj_weight, a.v_proj_weight])
+    w = a.in_proj_weight if a.in_proj_weight is not None else torch.cat([a.q_proj_weight,
+        a.k_proj_weight, a.v_proj_weight])
     q, k, v = F.linear(x, w, a.in_proj_bias).view(B, S, 3, a.num_heads, -1).permute(2, 0, 3, 1, 4)
     if getattr(a, 'logit_scale', None) is not None:  # scaled cosine attention
         s = torch.clamp(a.logit_scale, max=a.logit_scale_max).exp()
@@ -227,7 +246,8 @@ def auto_path(t):
     if reason is None: return 'shared'
     if reason not in _warned:
         _warned.add(reason)
-        warnings.warn(f"text_path='auto' uses the truncated text path (exact, but slower than the shared-prefix path): {reason}.")
+        warnings.warn(f"text_path='auto' uses the truncated text path (exact, but slower than the "
+                      f"shared-prefix path): {reason}.")
     return 'truncated'
 
 def encode_prompts(clip, # open_clip CLIP model
@@ -250,7 +270,9 @@ def encode_prompts(clip, # open_clip CLIP model
             pre, past = block(blk, pre, mask[:P, :P])
             x, _ = block(blk, x, mask[P:, :], past)
     elif path in ('truncated', 'full'): x = t.transformer(x, attn_mask=mask)
-    else: raise ValueError(f"Unknown text encoder path {path!r}; use 'auto', 'shared', 'truncated' or 'full'.")
+    else:
+        raise ValueError(f"Unknown text encoder path {path!r}; use 'auto', "
+                         f"'shared', 'truncated' or 'full'.")
     return project_text(t, x[torch.arange(x.shape[0], device=x.device), eot])
 
 # %% ../nbs/01_prompt.ipynb #7d94331d
@@ -270,13 +292,15 @@ class FrozenCLIP(nn.Module):
         "Raise an error unless `x` is a batch of RGB images of the size this CLIP takes"
         size = clip_pre(self.clip).size
         if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != (size, size):
-            raise ValueError(f"Expected a batch of RGB images of shape (batch, 3, {size}, {size}) for this CLIP, "
-                             f"got {tuple(x.shape)}: resize/crop images to {size}x{size} pixels.")
+            raise ValueError(f"Expected a batch of RGB images of shape (batch, 3, {size}, {size}) "
+                             f"for this CLIP, got {tuple(x.shape)}: resize/crop images to "
+                             f"{size}x{size} pixels.")
 
     def encode_image(self, x):
         "Image features of a batch of images `x`, without autograd (the image tower is frozen)"
         self.check_images(x)
-        with torch.no_grad(): return self.clip.encode_image(x.to(next(self.clip.visual.parameters()).dtype))
+        with torch.no_grad():
+            return self.clip.encode_image(x.to(next(self.clip.visual.parameters()).dtype))
 
 # %% ../nbs/01_prompt.ipynb #104cbc99
 def cosine_logits(clip, # The CLIP whose logit scale (and bias) to use
@@ -285,7 +309,8 @@ def cosine_logits(clip, # The CLIP whose logit scale (and bias) to use
                  ):
     "CLIP's logits `exp(logit_scale) · cos(f, t)` (+ `logit_bias`), in fp32 even under mixed precision"
     if f.shape[-1] != t.shape[-1]:
-        raise ValueError(f"Image features have {f.shape[-1]} dimensions, this CLIP's text features {t.shape[-1]}.")
+        raise ValueError(f"Image features have {f.shape[-1]} dimensions, this CLIP's "
+                         f"text features {t.shape[-1]}.")
     with torch.autocast(f.device.type, enabled=False):
         f, t = F.normalize(f.float(), dim=-1), F.normalize(t.float(), dim=-1)
         cos = f @ t.t() if t.dim() == 2 else (t @ f[:, :, None])[..., 0]
@@ -323,8 +348,10 @@ class PromptModel(FrozenCLIP):
         "Copy `tensors` (as `prompt_state` gives them) into this model, or say which do not fit"
         own = self.prompt_state()
         if sorted(own) != sorted(tensors):
-            raise ValueError(f"{type(self).__name__} holds tensors {sorted(own)}; got {sorted(tensors)}.")
-        if bad := [f"{n} {tuple(tensors[n].shape)} (needs {tuple(t.shape)})" for n, t in own.items() if tensors[n].shape != t.shape]:
+            raise ValueError(f"{type(self).__name__} holds tensors "
+                             f"{sorted(own)}; got {sorted(tensors)}.")
+        if bad := [f"{n} {tuple(tensors[n].shape)} (needs {tuple(t.shape)})" for n, t in own.items()
+                   if tensors[n].shape != t.shape]:
             raise ValueError(f"Tensors of the wrong shape: {', '.join(bad)}.")
         with torch.no_grad():
             for n, t in own.items(): t.copy_(tensors[n])
@@ -340,7 +367,8 @@ class PromptModel(FrozenCLIP):
         with torch.random.fork_rng(devices=[]):  # a random initialisation is overwritten
             m = cls(clip_model, list(saved), **config)
         m.load_state(tensors)
-        if classnames is not None and list(classnames) != list(saved): m.set_classnames(list(classnames))
+        if classnames is not None and list(classnames) != list(saved):
+            m.set_classnames(list(classnames))
         return m
 
 # %% ../nbs/01_prompt.ipynb #44cbec7d
@@ -355,7 +383,8 @@ class CoOpModel(PromptModel):
                  text_path:str='auto', # Text encoder path: 'auto', 'shared', 'truncated' or 'full' (all exact)
                 ):
         super().__init__(clip_model)
-        self.prompt_learner = PromptLearner(clip_model, classnames, n_ctx, ctx_init, csc, class_token_position)
+        self.prompt_learner = PromptLearner(clip_model, classnames, n_ctx, ctx_init, csc,
+                                            class_token_position)
         self.text_path, self._cache = text_path, None
 
     @property
@@ -363,7 +392,8 @@ class CoOpModel(PromptModel):
 
     def config(self) -> dict:
         pl = self.prompt_learner
-        return dict(n_ctx=pl.n_ctx, ctx_init=pl.ctx_init, csc=pl.csc, class_token_position=pl.class_token_position)
+        return dict(n_ctx=pl.n_ctx, ctx_init=pl.ctx_init, csc=pl.csc,
+                    class_token_position=pl.class_token_position)
 
     def set_classnames(self, classnames):
         "Prompt new `classnames` with the learned (unified) context"
@@ -387,18 +417,22 @@ class CoOpModel(PromptModel):
 
     def forward(self, x):
         "Logits `(batch, n_cls)` for images `x`, or for image features `x` of shape `(batch, embed_dim)`"
-        return cosine_logits(self.clip, x if x.dim() == 2 else self.encode_image(x), self.text_features())
+        return cosine_logits(self.clip, x if x.dim() == 2 else self.encode_image(x),
+                             self.text_features())
 
 # %% ../nbs/01_prompt.ipynb #28cd245f
 @patch(cls_method=True)
-def from_state(cls:CoOpModel, clip_model, config:dict, tensors:dict, saved:list, classnames:list|None=None):
+def from_state(cls:CoOpModel, clip_model, config:dict, tensors:dict, saved:list,
+               classnames:list|None=None):
     "A `CoOpModel` from saved state; a class-specific context prompts a subset or reordering of its `saved` classes"
     if config.get('csc') and classnames is not None and list(classnames) != list(saved):
         key = {clean_classname(n): i for i, n in enumerate(saved)}
         if new := [n for n in classnames if clean_classname(n) not in key]:
-            raise ValueError(f"This prompt has a class-specific context (csc=True), learned for its own {len(saved)} classes; it "
-                             f"cannot prompt new classes ({name_list(new, 5)}). Only a unified context (csc=False) transfers to "
-                             "new class names; a class-specific one can prompt a subset or reordering of its classes.")
+            raise ValueError("This prompt has a class-specific context (csc=True), learned for "
+                             f"its own {len(saved)} classes; it cannot prompt new classes "
+                             f"({name_list(new, 5)}). Only a unified context (csc=False) transfers "
+                             "to new class names; a class-specific one can prompt a subset or "
+                             "reordering of its classes.")
         ctx = tensors['prompt_learner.ctx'][[key[clean_classname(n)] for n in classnames]]
         tensors, saved = {**tensors, 'prompt_learner.ctx': ctx}, classnames
     return super(CoOpModel, cls).from_state(clip_model, config, tensors, saved, classnames)
