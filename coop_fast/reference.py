@@ -39,7 +39,8 @@ class RefTextEncoder(nn.Module):
 # %% ../nbs/01a_reference.ipynb #bcc167ef
 class RefPromptLearner(nn.Module):
     "CoOp's `PromptLearner`: SOS + context + class tokens + '.' + EOT, padded to the context length"
-    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init=None, csc=False, class_token_position='end'):
+    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init=None, csc=False,
+                 class_token_position='end'):
         super().__init__()
         t = _text(clip_model)
         n_cls, dtype = len(classnames), t.transformer.get_cast_dtype()
@@ -53,7 +54,8 @@ class RefPromptLearner(nn.Module):
             if csc: ctx_vectors = ctx_vectors.repeat(n_cls, 1, 1)
             prompt_prefix = ctx_init
         else:
-            ctx_vectors = torch.empty(n_cls, n_ctx, ctx_dim, dtype=dtype) if csc else torch.empty(n_ctx, ctx_dim, dtype=dtype)
+            ctx_vectors = torch.empty(n_cls, n_ctx, ctx_dim,
+                dtype=dtype) if csc else torch.empty(n_ctx, ctx_dim, dtype=dtype)
             nn.init.normal_(ctx_vectors, std=0.02)
             prompt_prefix = " ".join(["X"] * n_ctx)
         self.ctx = nn.Parameter(ctx_vectors)
@@ -79,15 +81,18 @@ class RefPromptLearner(nn.Module):
             prompts = []
             for i in range(self.n_cls):
                 name_len = self.name_lens[i]
-                prefix_i, class_i, suffix_i = prefix[i:i+1], suffix[i:i+1, :name_len], suffix[i:i+1, name_len:]
+                prefix_i, class_i, suffix_i = prefix[i:i+1], suffix[i:i+1, :name_len], suffix[
+                    i:i+1, name_len:]
                 ctx_i_half1, ctx_i_half2 = ctx[i:i+1, :half_n_ctx], ctx[i:i+1, half_n_ctx:]
-                prompts.append(torch.cat([prefix_i, ctx_i_half1, class_i, ctx_i_half2, suffix_i], dim=1))
+                prompts.append(torch.cat([prefix_i, ctx_i_half1, class_i, ctx_i_half2,
+                                          suffix_i], dim=1))
             prompts = torch.cat(prompts, dim=0)
         elif self.class_token_position == "front":
             prompts = []
             for i in range(self.n_cls):
                 name_len = self.name_lens[i]
-                prefix_i, class_i, suffix_i = prefix[i:i+1], suffix[i:i+1, :name_len], suffix[i:i+1, name_len:]
+                prefix_i, class_i, suffix_i = prefix[i:i+1], suffix[i:i+1, :name_len], suffix[
+                    i:i+1, name_len:]
                 prompts.append(torch.cat([prefix_i, class_i, ctx[i:i+1], suffix_i], dim=1))
             prompts = torch.cat(prompts, dim=0)
         else: raise ValueError(self.class_token_position)
@@ -123,7 +128,8 @@ def ref_kgcoop_loss(logits, label, text_features, text_features_old, w=8.0):
     "KgCoOp's training loss: cross-entropy + w · (1 − mean over classes of cos(learned, hand-crafted text features))"
     text_features = text_features / text_features.norm(dim=-1, keepdim=True)
     text_features_old = text_features_old / text_features_old.norm(dim=-1, keepdim=True)
-    score = 1.0 - torch.mean(nn.CosineSimilarity(dim=1, eps=1e-07)(text_features, text_features_old))
+    score = 1.0 - torch.mean(nn.CosineSimilarity(dim=1, eps=1e-07)(text_features,
+                                                                   text_features_old))
     return F.cross_entropy(logits, label) + w * score
 
 # %% ../nbs/01a_reference.ipynb #02a586d7
@@ -152,7 +158,8 @@ def ref_prograd_grads(params, loss_a, loss_b, lambda_=1.0):
         a_grad = p.grad.clone()
         a_grad_norm = a_grad / torch.linalg.norm(a_grad)
         if torch.dot(a_grad_norm.flatten(), b_grad_norm.flatten()) < 0:
-            p.grad = a_grad - lambda_ * torch.dot(a_grad.flatten(), b_grad_norm.flatten()) * b_grad_norm
+            p.grad = a_grad - lambda_ * torch.dot(a_grad.flatten(),
+                                                  b_grad_norm.flatten()) * b_grad_norm
 
 # %% ../nbs/01a_reference.ipynb #7f8ccaea
 from collections import OrderedDict
@@ -255,7 +262,8 @@ class RefDeepTextEncoder(nn.Module):
         for i, blk in enumerate(self.transformer.resblocks):
             if 1 <= i <= len(deep):
                 n = deep[i - 1].shape[0]
-                x = torch.cat([x[:, :1], deep[i - 1].type(x.dtype).expand(x.shape[0], -1, -1), x[:, 1 + n:]], dim=1)
+                x = torch.cat([x[:, :1], deep[i - 1].type(x.dtype).expand(x.shape[0], -1, -1),
+                               x[:, 1 + n:]], dim=1)
             x = _run(self.transformer, blk, x, self.attn_mask)
         x = self.ln_final(x).type(self.dtype)
         x = x[torch.arange(x.shape[0]), tokenized_prompts.argmax(dim=-1)]
@@ -273,14 +281,17 @@ class RefDeepImageEncoder(nn.Module):
         v = self.visual
         x = v.conv1(x)
         x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
-        cls = v.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=x.dtype, device=x.device)
+        cls = v.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=x.dtype,
+                                                          device=x.device)
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
-        if shallow is not None: x = torch.cat([x, shallow.type(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
+        if shallow is not None:
+            x = torch.cat([x, shallow.type(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
         x = v.ln_pre(x)
         for i, blk in enumerate(v.transformer.resblocks):
             if 1 <= i <= len(deep):
                 n = deep[i - 1].shape[0]
-                x = torch.cat([x[:, :x.shape[1] - n], deep[i - 1].type(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
+                x = torch.cat([x[:, :x.shape[1] - n],
+                               deep[i - 1].type(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
             x = _run(v.transformer, blk, x)
         x = v.ln_post(x[:, 0, :])
         return x @ v.proj if v.proj is not None else x
@@ -288,7 +299,8 @@ class RefDeepImageEncoder(nn.Module):
 # %% ../nbs/01a_reference.ipynb #de1b3da2
 class RefIVLP(nn.Module):
     "IVLP's `CustomCLIP`: independent prompts in the first `depth_text` text blocks and the first `depth_vision` image blocks"
-    def __init__(self, clip_model, classnames, n_ctx_text=2, n_ctx_vision=2, depth_text=12, depth_vision=12, ctx_init='a photo of a'):
+    def __init__(self, clip_model, classnames, n_ctx_text=2, n_ctx_vision=2, depth_text=12,
+                 depth_vision=12, ctx_init='a photo of a'):
         super().__init__()
         ctx_dim, width = _text(clip_model).ln_final.weight.shape[0], clip_model.visual.conv1.weight.shape[0]
         self.prompt_learner = RefVLPromptLearner(clip_model, classnames, n_ctx_text, ctx_init)
@@ -296,14 +308,18 @@ class RefIVLP(nn.Module):
         def vpt(n, d): return nn.Parameter(nn.init.normal_(torch.empty(n, d), std=0.02))
         self.text_vpt = nn.ParameterList([vpt(n_ctx_text, ctx_dim) for _ in range(depth_text - 1)])  # text blocks' `VPT_shallow`
         self.vpt = vpt(n_ctx_vision, width) if depth_vision else None  # the image tower's `VPT`
-        self.vision_vpt = nn.ParameterList([vpt(n_ctx_vision, width) for _ in range(depth_vision - 1)])  # image blocks' `VPT_shallow`
-        self.image_encoder, self.text_encoder = RefDeepImageEncoder(clip_model), RefDeepTextEncoder(clip_model)
+        self.vision_vpt = nn.ParameterList([vpt(n_ctx_vision, width)
+            for _ in range(depth_vision - 1)])  # image blocks' `VPT_shallow`
+        self.image_encoder, self.text_encoder = RefDeepImageEncoder(clip_model), RefDeepTextEncoder(
+            clip_model)
         self.logit_scale, self.dtype = clip_model.logit_scale, self.text_encoder.dtype
 
     def features(self, image):
-        text_features = self.text_encoder(self.prompt_learner(), self.tokenized_prompts, list(self.text_vpt))
+        text_features = self.text_encoder(self.prompt_learner(), self.tokenized_prompts,
+                                          list(self.text_vpt))
         image_features = self.image_encoder(image.type(self.dtype), self.vpt, list(self.vision_vpt))
-        return image_features / image_features.norm(dim=-1, keepdim=True), text_features / text_features.norm(dim=-1, keepdim=True)
+        return image_features / image_features.norm(dim=-1,
+            keepdim=True), text_features / text_features.norm(dim=-1, keepdim=True)
 
     def forward(self, image):
         image_features, text_features = self.features(image)
@@ -316,22 +332,27 @@ class RefMultiModalPromptLearner(RefVLPromptLearner):
         super().__init__(clip_model, classnames, n_ctx, ctx_init)
         ctx_dim, vis_dim = _text(clip_model).ln_final.weight.shape[0], clip_model.visual.conv1.weight.shape[0]
         self.proj = nn.Linear(ctx_dim, vis_dim)
-        self.compound_prompts_text = nn.ParameterList([nn.Parameter(nn.init.normal_(torch.empty(n_ctx, ctx_dim), std=0.02))
-                                                       for _ in range(depth - 1)])
+        self.compound_prompts_text = nn.ParameterList(
+            [nn.Parameter(nn.init.normal_(torch.empty(n_ctx, ctx_dim), std=0.02))
+             for _ in range(depth - 1)])
         single_layer = nn.Linear(ctx_dim, vis_dim)
-        self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(single_layer) for _ in range(depth - 1)])
+        self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(single_layer)
+                                                          for _ in range(depth - 1)])
 
     def forward(self):
-        visual_deep_prompts = [layer(self.compound_prompts_text[i]) for i, layer in enumerate(self.compound_prompt_projections)]
+        visual_deep_prompts = [layer(self.compound_prompts_text[i])
+                               for i, layer in enumerate(self.compound_prompt_projections)]
         return super().forward(), self.proj(self.ctx), list(self.compound_prompts_text), visual_deep_prompts
 
 class RefMaPLe(nn.Module):
     "MaPLe's `CustomCLIP`: the image prompts of each of the first `depth` layers coupled to that layer's text prompts"
     def __init__(self, clip_model, classnames, n_ctx=2, depth=9, ctx_init='a photo of a'):
         super().__init__()
-        self.prompt_learner = RefMultiModalPromptLearner(clip_model, classnames, n_ctx, ctx_init, depth)
+        self.prompt_learner = RefMultiModalPromptLearner(clip_model, classnames, n_ctx,
+                                                         ctx_init, depth)
         self.tokenized_prompts = self.prompt_learner.tokenized_prompts
-        self.image_encoder, self.text_encoder = RefDeepImageEncoder(clip_model), RefDeepTextEncoder(clip_model)
+        self.image_encoder, self.text_encoder = RefDeepImageEncoder(clip_model), RefDeepTextEncoder(
+            clip_model)
         self.logit_scale, self.dtype = clip_model.logit_scale, self.text_encoder.dtype
 
     def forward(self, image):
@@ -345,13 +366,15 @@ class RefMaPLe(nn.Module):
 # %% ../nbs/01a_reference.ipynb #817afc73
 class RefPromptSRC(RefIVLP):
     "PromptSRC's `CustomCLIP`: IVLP, with CLIP's frozen text features of `templates` (averaged) and its frozen image tower"
-    def __init__(self, clip_model, classnames, templates, n_ctx_text=4, n_ctx_vision=4, depth_text=9, depth_vision=9,
-                 ctx_init='a photo of a'):
-        super().__init__(clip_model, classnames, n_ctx_text, n_ctx_vision, depth_text, depth_vision, ctx_init)
+    def __init__(self, clip_model, classnames, templates, n_ctx_text=4, n_ctx_vision=4,
+                 depth_text=9, depth_vision=9, ctx_init='a photo of a'):
+        super().__init__(clip_model, classnames, n_ctx_text, n_ctx_vision, depth_text,
+                         depth_vision, ctx_init)
         self.zs_clip = [clip_model]  # in a list: not a submodule
         names = [name.replace("_", " ") for name in classnames]
         with torch.no_grad():
-            feats = [clip_model.encode_text(tokenize([t.replace("{}", n) for n in names])).unsqueeze(1) for t in templates]
+            feats = [clip_model.encode_text(tokenize([t.replace("{}", n)
+                for n in names])).unsqueeze(1) for t in templates]
         self.fixed_embeddings = torch.cat(feats, dim=1).mean(dim=1)
 
     def forward(self, image, label=None):
@@ -364,16 +387,18 @@ class RefPromptSRC(RefIVLP):
             zero_shot_features = self.zs_clip[0].visual(image.type(self.dtype))
             zero_shot_features = zero_shot_features / zero_shot_features.norm(dim=-1, keepdim=True)
             zero_shot_logits = logit_scale * zero_shot_features @ fixed_embeddings.t()
-        return (F.cross_entropy(logits, label), text_features, fixed_embeddings, zero_shot_features, image_features,
-                zero_shot_logits, logits)
+        return (F.cross_entropy(logits, label), text_features, fixed_embeddings, zero_shot_features,
+                image_features, zero_shot_logits, logits)
 
 def ref_promptsrc_loss(outputs, text_loss_weight=25, image_loss_weight=10):
     "PromptSRC's `forward_backward` loss from the training outputs of `RefPromptSRC`"
     loss_ce, normalized_text_features, zs_clip_text_embeddings, zs_image_embedd, image_ft, zero_shot_logits, logits = outputs
-    loss_scl_text = F.l1_loss(normalized_text_features, zs_clip_text_embeddings, reduction='mean') * text_loss_weight
+    loss_scl_text = F.l1_loss(normalized_text_features, zs_clip_text_embeddings,
+                              reduction='mean') * text_loss_weight
     loss_scl_image = F.l1_loss(image_ft, zs_image_embedd, reduction='mean') * image_loss_weight
-    L_SCL_logits = F.kl_div(F.log_softmax(logits / 1, dim=1), F.log_softmax(zero_shot_logits / 1, dim=1),
-                            reduction='sum', log_target=True) * (1 * 1) / logits.numel()
+    L_SCL_logits = F.kl_div(F.log_softmax(logits / 1, dim=1),
+                            F.log_softmax(zero_shot_logits / 1, dim=1), reduction='sum',
+                            log_target=True) * (1 * 1) / logits.numel()
     return loss_ce + (L_SCL_logits + loss_scl_text + loss_scl_image)
 
 # %% ../nbs/01a_reference.ipynb #7c42404d
@@ -401,14 +426,16 @@ def ref_cls_acc(output, target, topk=1):
     correct = pred.eq(target.view(1, -1).expand_as(pred))
     return 100 * correct[:topk].reshape(-1).float().sum(0, keepdim=True).item() / target.shape[0]
 
-def ref_search_hp(search_scale, search_step, cache_keys, cache_values, features, labels, clip_weights, adapter=None):
+def ref_search_hp(search_scale, search_step, cache_keys, cache_values, features, labels,
+                  clip_weights, adapter=None):
     "Tip-Adapter's `search_hp`: the (beta, alpha) of best accuracy on `features`, `labels` over its grid, first best kept"
     beta_list = [i * (search_scale[0] - 0.1) / search_step[0] + 0.1 for i in range(search_step[0])]
     alpha_list = [i * (search_scale[1] - 0.1) / search_step[1] + 0.1 for i in range(search_step[1])]
     best_acc, best_beta, best_alpha = 0, 0, 0
     for beta in beta_list:
         for alpha in alpha_list:
-            acc = ref_cls_acc(ref_tip_logits(features, cache_keys, cache_values, clip_weights, alpha, beta, adapter), labels)
+            acc = ref_cls_acc(ref_tip_logits(features, cache_keys, cache_values, clip_weights,
+                                             alpha, beta, adapter), labels)
             if acc > best_acc: best_acc, best_beta, best_alpha = acc, beta, alpha
     return best_beta, best_alpha
 
@@ -423,7 +450,8 @@ def ref_tip_adapter_f(cache_keys, cache_values, clip_weights, batches, # `batche
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * n_batches)
     for epoch in range(epochs):
         for image_features, target in batches(epoch):
-            tip_logits = ref_tip_logits(image_features, cache_keys, cache_values, clip_weights, alpha, beta, adapter)
+            tip_logits = ref_tip_logits(image_features, cache_keys, cache_values, clip_weights,
+                                        alpha, beta, adapter)
             loss = F.cross_entropy(tip_logits, target)
             optimizer.zero_grad()
             loss.backward()
@@ -436,8 +464,10 @@ class RefAdapter(nn.Module):
     "CLIP-Adapter's `Adapter`: Linear(c_in, c_in // reduction) → ReLU → Linear(c_in // reduction, c_in) → ReLU, no biases"
     def __init__(self, c_in, reduction=4):
         super().__init__()
-        self.fc = nn.Sequential(nn.Linear(c_in, c_in // reduction, bias=False), nn.ReLU(inplace=True),
-                                nn.Linear(c_in // reduction, c_in, bias=False), nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(nn.Linear(c_in, c_in // reduction, bias=False),
+                                nn.ReLU(inplace=True),
+                                nn.Linear(c_in // reduction, c_in, bias=False),
+                                nn.ReLU(inplace=True))
     def forward(self, x): return self.fc(x)
 
 def ref_clip_adapter_logits(image_features, adapter, text_features, logit_scale, ratio=0.2):
@@ -453,8 +483,10 @@ def ref_gda(vecs, labels, n_cls):
     "GDA's classifier: weights `(dim, n_cls)` and biases `(n_cls,)` from normalised features `vecs` with `labels`"
     mus = torch.cat([vecs[labels == i].mean(dim=0, keepdim=True) for i in range(n_cls)])
     center_vecs = torch.cat([vecs[labels == i] - mus[i].unsqueeze(0) for i in range(n_cls)])
-    cov_inv = center_vecs.shape[1] * torch.linalg.pinv((center_vecs.shape[0] - 1) * center_vecs.T.cov()
-                                                       + center_vecs.T.cov().trace() * torch.eye(center_vecs.shape[1]))
+    cov_inv = center_vecs.shape[1] * torch.linalg.pinv(
+        (center_vecs.shape[0] - 1) * center_vecs.T.cov()
+                                                       + center_vecs.T.cov().trace() * torch.eye(
+                                                           center_vecs.shape[1]))
     ps = torch.ones(n_cls) * 1. / n_cls
     W = torch.einsum('nd, dc -> cn', mus, cov_inv)
     b = ps.log() - torch.einsum('nd, dc, nc -> n', mus, cov_inv, mus) / 2
@@ -464,7 +496,8 @@ def ref_gda_search(W, b, clip_weights, val_features, val_labels):
     "GDA's search of `alpha` on the validation features: the first of best accuracy, 0.1 when none beats 0"
     best_val_acc, best_alpha = 0, 0.1
     for alpha in [0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0]:
-        val_logits = 100. * val_features.float() @ clip_weights.float() + alpha * (val_features.float() @ W + b)
+        val_logits = 100. * val_features.float() @ clip_weights.float() + alpha * (
+            val_features.float() @ W + b)
         acc = ref_cls_acc(val_logits, val_labels)
         if acc > best_val_acc: best_val_acc, best_alpha = acc, alpha
     return best_alpha
