@@ -39,10 +39,13 @@ class DatasetSpec:
     shift_of: str|None = None # For domain-shift test sets: the dataset whose prompt they test
 
 # %% ../nbs/03_datasets.ipynb #8948cea6
-caltech_rename = {'airplanes': 'airplane', 'Faces': 'face', 'Leopards': 'leopard', 'Motorbikes': 'motorbike'}
-eurosat_rename = {'AnnualCrop': 'Annual Crop Land', 'Forest': 'Forest', 'HerbaceousVegetation': 'Herbaceous Vegetation Land',
-                  'Highway': 'Highway or Road', 'Industrial': 'Industrial Buildings', 'Pasture': 'Pasture Land',
-                  'PermanentCrop': 'Permanent Crop Land', 'Residential': 'Residential Buildings', 'River': 'River',
+caltech_rename = {'airplanes': 'airplane', 'Faces': 'face', 'Leopards': 'leopard',
+                  'Motorbikes': 'motorbike'}
+eurosat_rename = {'AnnualCrop': 'Annual Crop Land', 'Forest': 'Forest',
+                  'HerbaceousVegetation': 'Herbaceous Vegetation Land',
+                  'Highway': 'Highway or Road', 'Industrial': 'Industrial Buildings',
+                  'Pasture': 'Pasture Land', 'PermanentCrop': 'Permanent Crop Land',
+                  'Residential': 'Residential Buildings', 'River': 'River',
                   'SeaLake': 'Sea or Lake'}
 
 def split_camel(name):
@@ -62,28 +65,40 @@ def clean_name(spec:DatasetSpec, raw:str) -> str:
 # %% ../nbs/03_datasets.ipynb #379c0b97
 def _split(name, folder, images, n, template='a photo of a {}.', extra=(), **kw):
     f = f'split_zhou_{name}.json'
-    return DatasetSpec(name, folder, images, 'split', (*([f'{images}/'] if images else []), *extra, f), n, f, template, **kw)
+    return DatasetSpec(name, folder, images, 'split',
+                       (*([f'{images}/'] if images else []), *extra, f), n, f, template, **kw)
 
 def _shift(name, folder, images, n, aliases):
-    return DatasetSpec(name, folder, images, 'v2' if name == 'ImageNetV2' else 'wnid', (f'{images}/', 'classnames.txt'), n,
-                       aliases=aliases, splits=('test',), shift_of='ImageNet')
+    return DatasetSpec(name, folder, images, 'v2' if name == 'ImageNetV2' else 'wnid',
+                       (f'{images}/', 'classnames.txt'), n, aliases=aliases, splits=('test',),
+                       shift_of='ImageNet')
 
 dataset_specs = {s.name: s for s in [
-    DatasetSpec('ImageNet', 'imagenet', 'images', 'imagenet', ('images/train/', 'images/val/', 'classnames.txt'), 1000,
-                splits=('train', 'test')),
-    _split('Caltech101', 'caltech-101', '101_ObjectCategories', 100, rename=caltech_rename, ignore=('BACKGROUND_Google', 'Faces_easy')),
-    _split('OxfordPets', 'oxford_pets', 'images', 37, 'a photo of a {}, a type of pet.', aliases=('Pets',)),
-    _split('StanfordCars', 'stanford_cars', '', 196, extra=('cars_train/', 'cars_test/'), aliases=('Cars',)),
-    _split('OxfordFlowers', 'oxford_flowers', 'jpg', 102, 'a photo of a {}, a type of flower.', aliases=('Flowers102', 'Flowers')),
-    _split('Food101', 'food-101', 'images', 101, 'a photo of {}, a type of food.', aliases=('Food',)),
+    DatasetSpec('ImageNet', 'imagenet', 'images', 'imagenet',
+                ('images/train/', 'images/val/', 'classnames.txt'), 1000, splits=('train', 'test')),
+    _split('Caltech101', 'caltech-101', '101_ObjectCategories', 100, rename=caltech_rename,
+           ignore=('BACKGROUND_Google', 'Faces_easy')),
+    _split('OxfordPets', 'oxford_pets', 'images', 37, 'a photo of a {}, a type of pet.',
+           aliases=('Pets',)),
+    _split('StanfordCars', 'stanford_cars', '', 196, extra=('cars_train/', 'cars_test/'),
+           aliases=('Cars',)),
+    _split('OxfordFlowers', 'oxford_flowers', 'jpg', 102, 'a photo of a {}, a type of flower.',
+           aliases=('Flowers102', 'Flowers')),
+    _split('Food101', 'food-101', 'images', 101, 'a photo of {}, a type of food.',
+           aliases=('Food',)),
     DatasetSpec('FGVCAircraft', 'fgvc_aircraft', 'images', 'aircraft',
-                ('images/', 'variants.txt', *(f'images_variant_{s}.txt' for s in ('train', 'val', 'test'))), 100,
+                ('images/', 'variants.txt',
+                 *(f'images_variant_{s}.txt' for s in ('train', 'val', 'test'))), 100,
                 template='a photo of a {}, a type of aircraft.', aliases=('Aircraft',)),
     _split('SUN397', 'sun397', 'SUN397', 397, clean=sun_name, aliases=('SUN',)),
-    _split('DescribableTextures', 'dtd', 'images', 47, '{} texture.', clean=str.lower, aliases=('DTD', 'Textures')),
-    _split('EuroSAT', 'eurosat', '2750', 10, 'a centered satellite photo of {}.', rename=eurosat_rename),
-    _split('UCF101', 'ucf101', 'UCF-101-midframes', 101, 'a photo of a person doing {}.', clean=split_camel, aliases=('UCF',)),
-    _shift('ImageNetV2', 'imagenetv2', 'imagenetv2-matched-frequency-format-val', 1000, ('ImageNet-V2',)),
+    _split('DescribableTextures', 'dtd', 'images', 47, '{} texture.', clean=str.lower,
+           aliases=('DTD', 'Textures')),
+    _split('EuroSAT', 'eurosat', '2750', 10, 'a centered satellite photo of {}.',
+           rename=eurosat_rename),
+    _split('UCF101', 'ucf101', 'UCF-101-midframes', 101, 'a photo of a person doing {}.',
+           clean=split_camel, aliases=('UCF',)),
+    _shift('ImageNetV2', 'imagenetv2', 'imagenetv2-matched-frequency-format-val', 1000,
+           ('ImageNet-V2',)),
     _shift('ImageNetSketch', 'imagenet-sketch', 'images', 1000, ('ImageNet-Sketch', 'Sketch')),
     _shift('ImageNetA', 'imagenet-adversarial', 'imagenet-a', 200, ('ImageNet-A', 'Adversarial')),
     _shift('ImageNetR', 'imagenet-rendition', 'imagenet-r', 200, ('ImageNet-R', 'Rendition')),
@@ -105,7 +120,8 @@ def get_spec(name) -> DatasetSpec:
 # %% ../nbs/03_datasets.ipynb #3a9198fa
 def _classnames_file(spec, root):
     "ImageNet's classnames.txt: in the dataset's folder, or in `imagenet/`"
-    return next((f for f in (root/spec.folder/'classnames.txt', root/'imagenet'/'classnames.txt') if f.is_file()), None)
+    return next((f for f in (root/spec.folder/'classnames.txt', root/'imagenet'/'classnames.txt')
+                 if f.is_file()), None)
 
 def _present(spec, root, need):
     if need == 'classnames.txt': return _classnames_file(spec, root) is not None
@@ -121,30 +137,37 @@ def check_dataset(name, # Dataset name
     if not missing: return root/spec.folder
     w = max(len(n) for n in spec.needs)
     lines = '\n'.join(f"    {n:<{w}}  {'<- missing' if n in missing else 'ok'}" for n in spec.needs)
-    alt = ("\n(classnames.txt may also be imagenet/classnames.txt under the data root.)" if 'classnames.txt' in spec.needs and spec.shift_of else '')
+    alt = ("\n(classnames.txt may also be imagenet/classnames.txt under the data root.)"
+           if 'classnames.txt' in spec.needs and spec.shift_of else '')
     raise FileNotFoundError(
-        f"{spec.name} is not (all) under {root}: missing {', '.join(str(root/spec.folder/n) for n in missing)}.\n"
-        f"coop_fast downloads nothing. Place the dataset as CoOp's DATASETS.md describes "
-        f"(split files from the CoOp repository):\n  {root/spec.folder}/\n{lines}{alt}")
+        f"{spec.name} is not (all) under {root}: missing "
+        f"{', '.join(str(root/spec.folder/n) for n in missing)}.\n"
+        "coop_fast downloads nothing. Place the dataset as CoOp's DATASETS.md describes (split "
+        f"files from the CoOp repository):\n  {root/spec.folder}/\n{lines}{alt}")
 
 # %% ../nbs/03_datasets.ipynb #92455745
 def _read_json(f):
     try: data = json.loads(Path(f).read_text())
-    except (ValueError, UnicodeDecodeError) as e: raise ValueError(f"Split file {f} is not valid JSON: {e}") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ('train', 'val', 'test')):
-        raise ValueError(f"Split file {f} must be a JSON object with 'train', 'val' and 'test' lists of [image path, label, class name].")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"Split file {f} is not valid JSON: {e}") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
+                                             for k in ('train', 'val', 'test')):
+        raise ValueError(f"Split file {f} must be a JSON object with 'train', 'val' and 'test' "
+                         f"lists of [image path, label, class name].")
     return data
 
 def _check_on_disk(paths, img_dir, split_file):
     "Error naming the first images of `paths` that are not on disk, and their count"
     listing, missing = {}, []
     for p in paths:
-        if p.parent not in listing: listing[p.parent] = set(os.listdir(p.parent)) if p.parent.is_dir() else set()
+        if p.parent not in listing:
+            listing[p.parent] = set(os.listdir(p.parent)) if p.parent.is_dir() else set()
         if p.name not in listing[p.parent]: missing.append(p)
     if missing:
         ex = ', '.join(p.relative_to(img_dir).as_posix() for p in missing[:5])
-        raise FileNotFoundError(f"{split_file.name} lists {len(missing)} image(s) that are not in {img_dir}, e.g. {ex}. "
-                                "Is the split file for this copy of the dataset, and is the copy complete?")
+        raise FileNotFoundError(f"{split_file.name} lists {len(missing)} image(s) that are not in "
+                                f"{img_dir}, e.g. {ex}. Is the split file for this copy of the "
+                                "dataset, and is the copy complete?")
 
 def read_split(spec, root, split):
     "Items of `split` from the dataset's `split_zhou_*.json` file, and the raw class names by label"
@@ -153,11 +176,14 @@ def read_split(spec, root, split):
     try:
         for o in data['train'] + data['val'] + data['test']:
             y, c = int(o[1]), str(o[2])
-            if names.setdefault(y, c) != c: raise ValueError(f"Split file {f} names label {y} both {names[y]!r} and {c!r}.")
+            if names.setdefault(y, c) != c:
+                raise ValueError(f"Split file {f} names label {y} both {names[y]!r} and {c!r}.")
         items = [(img_dir/o[0], int(o[1])) for o in data[split]]
     except (TypeError, IndexError, KeyError) as e:
-        raise ValueError(f"Split file {f} has an entry that is not [image path, label, class name] ({type(e).__name__}: {e}).") from None
-    if sorted(names) != list(range(len(names))): raise ValueError(f"Split file {f}: labels are not 0..{len(names)-1}.")
+        raise ValueError(f"Split file {f} has an entry that is not [image path, label, class name] "
+                         f"({type(e).__name__}: {e}).") from None
+    if sorted(names) != list(range(len(names))):
+        raise ValueError(f"Split file {f}: labels are not 0..{len(names)-1}.")
     _check_on_disk([p for p, _ in items], img_dir, f)
     return items, [names[i] for i in range(len(names))]
 
@@ -173,14 +199,17 @@ def _class_dirs(d):
 
 def _unknown_dirs(d, dirs, names):
     if bad := [w for w in dirs if w not in names]:
-        raise ValueError(f"{len(bad)} class folder(s) of {d} are not in classnames.txt, e.g. {', '.join(bad[:5])}.")
+        raise ValueError(f"{len(bad)} class folder(s) of {d} are not in classnames.txt, "
+                         f"e.g. {', '.join(bad[:5])}.")
 
 def read_imagenet(spec, root, split):
     "ImageNet items of `split` ('train', or 'test' = the validation images) and class names in classnames.txt order"
-    names, d = _wnid_names(spec, root), root/spec.folder/spec.images/('train' if split == 'train' else 'val')
+    names, d = _wnid_names(spec,
+        root), root/spec.folder/spec.images/('train' if split == 'train' else 'val')
     dirs = _class_dirs(d); _unknown_dirs(d, dirs, names)
     if missing := [w for w in names if w not in dirs]:
-        raise FileNotFoundError(f"{d} lacks {len(missing)} of the {len(names)} class folders of classnames.txt, e.g. {', '.join(missing[:5])}.")
+        raise FileNotFoundError(f"{d} lacks {len(missing)} of the {len(names)} class folders of "
+                                f"classnames.txt, e.g. {', '.join(missing[:5])}.")
     label = {w: i for i, w in enumerate(names)}
     return [(f, label[w]) for w in dirs for f in image_files(d/w)], list(names.values())
 
@@ -193,7 +222,8 @@ def read_aircraft(spec, root, split):
     for line in f.read_text().splitlines():
         if not line.strip(): continue
         im, c = line.split(' ', 1)
-        if c.strip() not in label: raise ValueError(f"{f.name} names variant {c.strip()!r}, which is not in variants.txt.")
+        if c.strip() not in label:
+            raise ValueError(f"{f.name} names variant {c.strip()!r}, which is not in variants.txt.")
         items.append((d/spec.images/f'{im}.jpg', label[c.strip()]))
     _check_on_disk([p for p, _ in items], d/spec.images, f)
     return items, names
@@ -203,7 +233,8 @@ def read_v2(spec, root, split):
     names, d = list(_wnid_names(spec, root).values()), root/spec.folder/spec.images
     dirs = _class_dirs(d)
     if bad := [x for x in dirs if not x.isdigit() or int(x) >= len(names)]:
-        raise ValueError(f"{d} should hold folders 0..{len(names)-1} named by ImageNet label; found {', '.join(bad[:5])}.")
+        raise ValueError(f"{d} should hold folders 0..{len(names)-1} named by ImageNet label; "
+                         f"found {', '.join(bad[:5])}.")
     return [(f, int(x)) for x in sorted(dirs, key=int) for f in image_files(d/x)], names
 
 def read_wnid(spec, root, split):
@@ -212,7 +243,8 @@ def read_wnid(spec, root, split):
     dirs = _class_dirs(d); _unknown_dirs(d, dirs, names)
     return [(f, i) for i, w in enumerate(dirs) for f in image_files(d/w)], [names[w] for w in dirs]
 
-readers = dict(split=read_split, imagenet=read_imagenet, aircraft=read_aircraft, v2=read_v2, wnid=read_wnid)
+readers = dict(split=read_split, imagenet=read_imagenet, aircraft=read_aircraft, v2=read_v2,
+               wnid=read_wnid)
 
 # %% ../nbs/03_datasets.ipynb #fd931381
 def subsample_classes(items:list, # (path, label) pairs
@@ -221,7 +253,8 @@ def subsample_classes(items:list, # (path, label) pairs
                      ) -> tuple[list, list]:
     "Keep the `subsample` half of the classes of `items`, relabelled 0..k-1, with their names"
     if subsample == 'all': return items, classnames
-    if subsample not in ('base', 'new', 'novel'): raise ValueError(f"`subsample` must be 'all', 'base' or 'new', got {subsample!r}.")
+    if subsample not in ('base', 'new', 'novel'):
+        raise ValueError(f"`subsample` must be 'all', 'base' or 'new', got {subsample!r}.")
     m = math.ceil(len(classnames) / 2)
     keep = range(m) if subsample == 'base' else range(m, len(classnames))
     relabel = {y: i for i, y in enumerate(keep)}
@@ -243,7 +276,8 @@ def dataset_items(name:str, # Dataset name (see `dataset_specs`)
     spec, root = get_spec(name), Path(root).expanduser()
     if split not in spec.splits:
         why = f" (a test-only domain-shift set for {spec.shift_of})" if spec.shift_of else ''
-        raise ValueError(f"{spec.name} has no {split!r} split{why}; it has {', '.join(map(repr, spec.splits))}.")
+        raise ValueError(f"{spec.name} has no {split!r} split{why}; it has "
+                         f"{', '.join(map(repr, spec.splits))}.")
     check_dataset(spec, root)
     items, raw = readers[spec.reader](spec, root, split)
     items, raw = _drop(items, raw, spec.ignore)
@@ -262,8 +296,8 @@ def dataset_dls(name:str, # Dataset name (see `dataset_specs`)
     "Few-shot `DataLoaders` of benchmark `name` under `root`: `shots` per class sampled with `seed`, its test split as `dls.test`"
     spec = get_spec(name)
     if spec.shift_of:
-        raise ValueError(f"{spec.name} is a test-only domain-shift set: learn on {spec.shift_of} and score with "
-                         f"dataset_dl({spec.name!r}, root, model).")
+        raise ValueError(f"{spec.name} is a test-only domain-shift set: learn on {spec.shift_of} "
+                         f"and score with dataset_dl({spec.name!r}, root, model).")
     train, names = dataset_items(spec, root, 'train', subsample)
     valid = dataset_items(spec, root, 'val', subsample)[0] if 'val' in spec.splits else None
     test = dataset_items(spec, root, 'test', subsample)[0]
@@ -289,7 +323,8 @@ def imagenet_subset(name:str, # A domain-shift set: 'ImageNetA', 'ImageNetR', ..
                    ) -> list:
     "ImageNet label of each class (in label order) of domain-shift set `name`"
     spec, root = get_spec(name), Path(root).expanduser()
-    if spec.shift_of != 'ImageNet': raise ValueError(f"{spec.name} is not an ImageNet domain-shift set.")
+    if spec.shift_of != 'ImageNet':
+        raise ValueError(f"{spec.name} is not an ImageNet domain-shift set.")
     check_dataset(spec, root)
     wnids = list(_wnid_names(spec, root))
     if spec.reader == 'v2': return list(range(len(wnids)))
@@ -298,17 +333,21 @@ def imagenet_subset(name:str, # A domain-shift set: 'ImageNetA', 'ImageNetR', ..
 # %% ../nbs/03_datasets.ipynb #1c7532a5
 _wnids = ['n01440764', 'n01443537', 'n01484850', 'n01491361', 'n01494475', 'n01496331',
           'n01498041', 'n01514668', 'n01514859', 'n01518878', 'n01530575', 'n01531178']
-_inet_names = ['tench', 'goldfish', 'great white shark', 'tiger shark', 'hammerhead shark', 'electric ray',
-               'stingray', 'rooster', 'hen', 'ostrich', 'brambling', 'goldfinch']
+_inet_names = ['tench', 'goldfish', 'great white shark', 'tiger shark', 'hammerhead shark',
+               'electric ray', 'stingray', 'rooster', 'hen', 'ostrich', 'brambling', 'goldfinch']
 _shift_idx = {'ImageNetA': (1, 4, 10), 'ImageNetR': (0, 4, 7, 11)}
 fake_names = {
     'Caltech101': ['Faces', 'Leopards', 'Motorbikes', 'accordion', 'airplanes'],
-    'OxfordPets': ['abyssinian', 'american_bulldog', 'american_pit_bull_terrier', 'basset_hound', 'beagle'],
-    'StanfordCars': ['2000 AM General Hummer SUV', '2012 Acura RL Sedan', '2012 Acura TL Sedan', '2008 Acura TL Type-S', '2012 Acura TSX Sedan'],
-    'OxfordFlowers': ['pink primrose', 'hard-leaved pocket orchid', 'canterbury bells', 'sweet pea', 'english marigold'],
+    'OxfordPets': ['abyssinian', 'american_bulldog', 'american_pit_bull_terrier',
+                   'basset_hound', 'beagle'],
+    'StanfordCars': ['2000 AM General Hummer SUV', '2012 Acura RL Sedan', '2012 Acura TL Sedan',
+                     '2008 Acura TL Type-S', '2012 Acura TSX Sedan'],
+    'OxfordFlowers': ['pink primrose', 'hard-leaved pocket orchid', 'canterbury bells', 'sweet pea',
+                      'english marigold'],
     'Food101': ['apple_pie', 'baby_back_ribs', 'baklava', 'beef_carpaccio', 'beef_tartare'],
     'FGVCAircraft': ['707-320', '727-200', '737-200', 'A300B4', 'F-16A/B'],
-    'SUN397': ['abbey', 'airplane_cabin', 'outdoor apartment_building', 'indoor general_store', 'water moat'],
+    'SUN397': ['abbey', 'airplane_cabin', 'outdoor apartment_building',
+               'indoor general_store', 'water moat'],
     'DescribableTextures': ['banded', 'blotchy', 'braided', 'bubbly', 'bumpy'],
     'EuroSAT': ['AnnualCrop', 'Forest', 'HerbaceousVegetation', 'Highway', 'SeaLake'],
     'UCF101': ['Apply_Eye_Makeup', 'Apply_Lipstick', 'Archery', 'Baby_Crawling', 'YoYo'],
@@ -333,7 +372,8 @@ def fake_dataset(name:str, # Dataset name
         split = {s: [] for s in ('train', 'val', 'test')}
         for y, c in enumerate(fake_names[spec.name]):
             for s, k in zip(split, n):
-                folder = ('cars_test' if s == 'test' else 'cars_train') if spec.name == 'StanfordCars' else _slug(c)
+                folder = ('cars_test' if s == 'test'
+                          else 'cars_train') if spec.name == 'StanfordCars' else _slug(c)
                 for j in range(k):
                     rel = f"{folder}/{_slug(c)}_{s}{j}.jpg"
                     _img(d/spec.images/rel, rng); split[s].append([rel, y, c])
@@ -357,6 +397,7 @@ def fake_dataset(name:str, # Dataset name
         (d/'classnames.txt').write_text(inet)
         idx = _shift_idx.get(spec.name, range(len(_wnids)))
         for i in idx:
-            for j in range(n[2]): _img(d/spec.images/(str(i) if spec.reader == 'v2' else _wnids[i])/f'{j}.jpeg', rng)
+            for j in range(n[2]):
+                _img(d/spec.images/(str(i) if spec.reader == 'v2' else _wnids[i])/f'{j}.jpeg', rng)
         if spec.reader == 'wnid': (d/spec.images/'README.txt').write_text('not a class')
     return d
