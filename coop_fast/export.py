@@ -29,7 +29,8 @@ __all__ = ['prompt_format', 'format_version', 'Pred', 'clip_check', 'prompt_meta
 prompt_format = 'coop_fast.prompt'  # safetensors metadata 'format' of a prompt file
 format_version = 2  # bumped when the metadata changes incompatibly; version 1 (CoOp only) is still read
 
-_check_ids = [bpe_tokenizer.sot_token_id, bpe_tokenizer.eot_token_id] + bpe_tokenizer.encode('a photo of the')
+_check_ids = [bpe_tokenizer.sot_token_id,
+              bpe_tokenizer.eot_token_id] + bpe_tokenizer.encode('a photo of the')
 
 def clip_check(clip) -> list:
     "A few token-embedding values that identify the weights of `clip`, whatever its precision"
@@ -54,14 +55,18 @@ def prompt_meta(model, # A `PromptModel`
     "The metadata a prompt file records for `model`, with training `summary`"
     clip, t = model.clip, text_tower(model.clip)
     m = get_method(method) if method else method_for(model)
-    if not is_model_of(model, m): raise TypeError(f"Method {m.name!r} has {m.model.__name__} models, not {type(model).__name__}.")
+    if not is_model_of(model, m):
+        raise TypeError(f"Method {m.name!r} has {m.model.__name__} models, "
+                        f"not {type(model).__name__}.")
     cid = getattr(clip, 'clip_id', None) or {}
     pre = cid.get('pretrained')
     if pre is not None and os.path.isfile(str(pre)): pre = str(Path(pre).resolve())
     return dict(format_version=format_version, version=coop_fast.__version__, method=m.name,
-                config=jsonable(model.config(), 'config'), arch=cid.get('arch'), pretrained=None if pre is None else str(pre),
-                width=t.token_embedding.embedding_dim, embed_dim=_embed_dim(t), context_length=t.positional_embedding.shape[0],
-                classnames=list(model.classnames), clip_check=clip_check(clip), summary=jsonable(summary or {}))
+                config=jsonable(model.config(), 'config'), arch=cid.get('arch'),
+                pretrained=None if pre is None else str(pre), width=t.token_embedding.embedding_dim,
+                embed_dim=_embed_dim(t), context_length=t.positional_embedding.shape[0],
+                classnames=list(model.classnames), clip_check=clip_check(clip),
+                summary=jsonable(summary or {}))
 
 # %% ../nbs/06_export.ipynb #998a7292
 def save_tensors(path, # Destination safetensors file
@@ -78,7 +83,8 @@ def _model(model):
     if isinstance(model, Learner): model = model.model
     model = unwrap(model)
     if not isinstance(model, PromptModel):
-        raise TypeError(f"Expected a coop_fast PromptModel, such as a CoOpModel (or a Learner holding one), got {type(model).__name__}.")
+        raise TypeError(f"Expected a coop_fast PromptModel, such as a CoOpModel (or a Learner "
+                        f"holding one), got {type(model).__name__}.")
     return model
 
 def save_prompt(model, # The `PromptModel` whose prompt to save
@@ -92,9 +98,12 @@ def save_prompt(model, # The `PromptModel` whose prompt to save
         raise TypeError(f"`summary` must be a dict, got {type(summary).__name__}.")
     tensors = model.prompt_state()
     if bad := [n for n, t in tensors.items() if not torch.isfinite(t).all()]:
-        raise ValueError(f"The prompt has non-finite values (NaN or inf) in {', '.join(bad)}: training diverged. Nothing was saved.")
+        raise ValueError(f"The prompt has non-finite values (NaN or inf) in {', '.join(bad)}: "
+                         f"training diverged. Nothing was saved.")
     path = Path(path)
-    if path.is_dir(): raise ValueError(f"{path} is a folder; give a file name such as {path/'prompt.safetensors'}.")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name such as "
+                         f"{path/'prompt.safetensors'}.")
     if not path.suffix: path = path.with_suffix('.safetensors')
     meta = json.dumps(prompt_meta(model, summary, method), allow_nan=False)
     return save_tensors(path, tensors, {'format': prompt_format, 'coop_fast': meta})
@@ -107,13 +116,14 @@ def save_prompt(self:Learner, fname='prompt.safetensors', # File name, relative 
     "Save the learned prompt of this learner to `self.path/fname`"
     s = {**(getattr(self, 'coop_summary', None) or {}), **(summary or {})}
     path = Path(self.path)/fname
-    if rank_distrib(): return path if path.suffix else path.with_suffix('.safetensors')  # only the main process writes
+    if rank_distrib():
+        return path if path.suffix else path.with_suffix('.safetensors')  # only the main process writes
     return save_prompt(self.model, path, s, getattr(self, 'method', None))
 
 # %% ../nbs/06_export.ipynb #c8387e4d
 _meta_types = dict(format_version=int, version=str, method=str, config=dict, arch=(str, type(None)),
-                   pretrained=(str, type(None)), width=int, embed_dim=int, context_length=int, classnames=list,
-                   clip_check=(list, type(None)), summary=dict)
+                   pretrained=(str, type(None)), width=int, embed_dim=int, context_length=int,
+                   classnames=list, clip_check=(list, type(None)), summary=dict)
 _v1_config = dict(n_ctx=int, ctx_init=(str, type(None)), csc=bool, class_token_position=str)
 
 def _bad(path, why): return ValueError(f"{path} is not a usable coop_fast prompt file: {why}")
@@ -127,10 +137,12 @@ def _from_v1(info, tensors):
 # %% ../nbs/06_export.ipynb #e40ee06c
 def _check_meta(path, info):
     "Errors naming what is missing or wrong in prompt metadata `info`"
-    if missing := [k for k in _meta_types if k not in info]: raise _bad(path, f"its metadata lacks {', '.join(missing)}.")
+    if missing := [k for k in _meta_types if k not in info]:
+        raise _bad(path, f"its metadata lacks {', '.join(missing)}.")
     wrong = [f"{k}={info[k]!r}" for k, t in _meta_types.items()
              if not isinstance(info[k], t) or (t is int and isinstance(info[k], bool))]
-    wrong += [f"{k}={info[k]!r}" for k in ('width', 'embed_dim', 'context_length') if isinstance(info[k], int) and info[k] < 1]
+    wrong += [f"{k}={info[k]!r}" for k in ('width', 'embed_dim', 'context_length')
+              if isinstance(info[k], int) and info[k] < 1]
     if wrong: raise _bad(path, f"invalid metadata {', '.join(w[:80] for w in wrong)}.")
     try: get_method(info['method'])
     except ValueError as e: raise _bad(path, f"it was written by {e}") from None
@@ -141,8 +153,10 @@ def _check_tensors(path, tensors):
     "Errors naming a tensor of a prompt file that is not floating point or not finite"
     if not tensors: raise _bad(path, "it holds no tensors.")
     for n, t in tensors.items():
-        if not t.is_floating_point(): raise _bad(path, f"its tensor {n} has dtype {t.dtype}, not floating point.")
-        if not torch.isfinite(t).all(): raise _bad(path, f"its tensor {n} has non-finite values (NaN or inf).")
+        if not t.is_floating_point():
+            raise _bad(path, f"its tensor {n} has dtype {t.dtype}, not floating point.")
+        if not torch.isfinite(t).all():
+            raise _bad(path, f"its tensor {n} has non-finite values (NaN or inf).")
 
 # %% ../nbs/06_export.ipynb #d963b2de
 def _read(path):
@@ -150,10 +164,11 @@ def _read(path):
     if not path.exists(): raise FileNotFoundError(f"No prompt file {path}.")
     if path.is_dir(): raise ValueError(f"{path} is a folder, not a prompt file.")
     with open(path, 'rb') as f:
-        meta = safetensors_header(f, path.stat().st_size, lambda why: _bad(path, why)).get('__metadata__') or {}
+        meta = safetensors_header(f, path.stat().st_size,
+                                  lambda why: _bad(path, why)).get('__metadata__') or {}
         if meta.get('format') != prompt_format:
-            raise _bad(path, "it is a safetensors file without coop_fast prompt metadata (CLIP weights, or another "
-                             "library's file?).")
+            raise _bad(path, "it is a safetensors file without coop_fast prompt metadata (CLIP "
+                             "weights, or another library's file?).")
         f.seek(0)
         return meta, f.read()
 
@@ -167,8 +182,9 @@ def read_prompt(path, # A prompt file written by `save_prompt`
     if not isinstance(info, dict): raise _bad(path, "its coop_fast metadata is not a JSON object.")
     v = info.get('format_version')
     if isinstance(v, int) and v > format_version:
-        raise _bad(path, f"it has format version {v}, written by coop_fast {info.get('version')}; this coop_fast "
-                         f"({coop_fast.__version__}) reads version {format_version}. Upgrade coop_fast.")
+        raise _bad(path, f"it has format version {v}, written by coop_fast {info.get('version')}; "
+                         f"this coop_fast ({coop_fast.__version__}) reads version "
+                         f"{format_version}. Upgrade coop_fast.")
     try: tensors = _st_load(data)
     except Exception as e: raise _bad(path, f"it is truncated or corrupt ({e}).") from None
     if v == 1: info, tensors = _from_v1(info, tensors)
@@ -177,47 +193,53 @@ def read_prompt(path, # A prompt file written by `save_prompt`
     return tensors, info
 
 # %% ../nbs/06_export.ipynb #b682d2bf
-def _describe(arch, pretrained, width): return f"{arch!r} (pretrained={pretrained!r}, text width {width})"
+def _describe(arch, pretrained, width):
+    return f"{arch!r} (pretrained={pretrained!r}, text width {width})"
 
 def _load_recorded(path, info, device, precision):
     "Load the CLIP recorded in prompt metadata `info`, or say why it cannot be loaded"
     arch, pre = info['arch'], info['pretrained']
     if arch is None:
-        raise ValueError(f"Prompt file {path} does not record which CLIP it was learned on (it was saved from a model "
-                         "without `clip_id`); pass `clip_model=load_clip(...)`.")
+        raise ValueError(f"Prompt file {path} does not record which CLIP it was learned on (it was "
+                         "saved from a model without `clip_id`); pass "
+                         "`clip_model=load_clip(...)`.")
     try: return load_clip(arch, pre, device=device, precision=precision)
     except Exception as e:
-        raise RuntimeError(f"Prompt file {path.name} was learned on CLIP {arch!r} with pretrained={pre!r}, which could not "
-                           f"be loaded here: {e} Load that CLIP yourself and pass it: "
-                           "load_prompt(path, clip_model=load_clip(...)).") from None
+        raise RuntimeError(f"Prompt file {path.name} was learned on CLIP {arch!r} with "
+                           f"pretrained={pre!r}, which could not be loaded here: {e} Load that "
+                           "CLIP yourself and pass it: load_prompt(path, "
+                           "clip_model=load_clip(...)).") from None
 
 def _check_clip(path, info, clip, strict):
     "Refuse (or warn about) a `clip` the prompt of `info` was not learned on"
-    if not isinstance(clip, nn.Module): raise TypeError(f"`clip_model` must be an open_clip CLIP model, got {type(clip).__name__}.")
+    if not isinstance(clip, nn.Module):
+        raise TypeError(f"`clip_model` must be an open_clip CLIP model, got {type(clip).__name__}.")
     t = text_tower(clip)
     cid = getattr(clip, 'clip_id', None) or {}
     want = _describe(info['arch'], info['pretrained'], info['width'])
     have = _describe(cid.get('arch'), cid.get('pretrained'), t.token_embedding.embedding_dim)
     if t.token_embedding.embedding_dim != info['width']:
-        raise ValueError(f"Prompt {path.name} was learned on CLIP {want} and cannot be used with CLIP {have}: its "
-                         f"context vectors have width {info['width']}, this text encoder's tokens "
-                         f"{t.token_embedding.embedding_dim}.")
+        raise ValueError(f"Prompt {path.name} was learned on CLIP {want} and cannot be used with "
+                         f"CLIP {have}: its context vectors have width {info['width']}, this text "
+                         f"encoder's tokens {t.token_embedding.embedding_dim}.")
     if info['arch'] and cid.get('arch') and cid['arch'] != info['arch']:
-        msg = (f"Prompt {path.name} was learned on CLIP {want}, not on CLIP {have}: a learned context only means "
-               "something to the text encoder it was learned with.")
+        msg = (f"Prompt {path.name} was learned on CLIP {want}, not on CLIP {have}: a learned "
+               "context only means something to the text encoder it was learned with.")
         if strict: raise ValueError(msg + " Pass strict=False to use it anyway.")
         warnings.warn(msg)
     elif info['clip_check'] and not _same_weights(clip_check(clip), info['clip_check']):
-        warnings.warn(f"The weights of this CLIP ({have}) differ from those prompt {path.name} was learned on "
-                      f"({want}{', random weights' if info['pretrained'] is None else ''}); its predictions will "
-                      "differ from those measured in training.")
+        warnings.warn(f"The weights of this CLIP ({have}) differ from those prompt {path.name} was "
+                      "learned on "
+                      f"({want}{', random weights' if info['pretrained'] is None else ''}); its "
+                      "predictions will differ from those measured in training.")
 
 # %% ../nbs/06_export.ipynb #4284cdb8
 def _rebuild(path, info, tensors, clip, classnames):
     "The model of prompt file `path` for `classnames`, or an error naming what does not fit"
     cls, saved = get_method(info['method']).model, info['classnames']
     try: m = cls.from_state(clip, info['config'], tensors, saved)
-    except TypeError as e: raise _bad(path, f"its {info['method']} settings do not fit ({e}).") from None
+    except TypeError as e:
+        raise _bad(path, f"its {info['method']} settings do not fit ({e}).") from None
     except ValueError as e: raise _bad(path, str(e)) from None
     if classnames is None or list(classnames) == list(saved): return m
     check_names(classnames)
@@ -250,8 +272,9 @@ def load_prompt(self:Learner, fname, # Prompt file, relative to `learn.path` (or
     _check_clip(path, info, m.clip, strict)
     cls, have = get_method(info['method']).model, jsonable(m.config(), 'config')
     if type(m) is not cls or have != info['config']:
-        raise ValueError(f"Prompt {path.name} is a {cls.__name__} with {info['config']}; this learner's model is a "
-                         f"{type(m).__name__} with {have}. Use `load_prompt(path, clip_model)` to build a model for it instead.")
+        raise ValueError(f"Prompt {path.name} is a {cls.__name__} with {info['config']}; this "
+                         f"learner's model is a {type(m).__name__} with {have}. Use "
+                         "`load_prompt(path, clip_model)` to build a model for it instead.")
     m.load_state(_rebuild(path, info, tensors, m.clip, list(m.classnames)).prompt_state())
     if hasattr(m, '_cache'): m._cache = None
     return self
@@ -282,9 +305,11 @@ def _as_input(x, tfm, size):
             from torchvision.transforms.functional import to_pil_image
             return tfm(to_pil_image(x).convert('RGB'))
         if x.is_floating_point() and tuple(x.shape) == (3, size, size): return x.float()
-        raise ValueError(f"Cannot predict a {x.dtype} tensor of shape {tuple(x.shape)}: give uint8 pixels (C, H, W), or "
-                         f"a float image already preprocessed for this CLIP, of shape (3, {size}, {size}).")
-    raise TypeError(f"Cannot predict a {type(x).__name__}: give an image file, a folder, a PIL image, a tensor, or a list of them.")
+        raise ValueError(f"Cannot predict a {x.dtype} tensor of shape {tuple(x.shape)}: give uint8 "
+                         "pixels (C, H, W), or a float image already preprocessed for this CLIP, "
+                         f"of shape (3, {size}, {size}).")
+    raise TypeError(f"Cannot predict a {type(x).__name__}: give an image file, a folder, a PIL "
+                    f"image, a tensor, or a list of them.")
 
 def _items(item, size):
     "List of images in `item` and whether it is a single image"
@@ -328,11 +353,15 @@ def predict(model, # A `PromptModel` (a `CoOpModel`, ...), or a prompt file to l
             names.append(str(x) if isinstance(x, (str, Path)) else j)
         if not xs: continue
         with torch.no_grad(): probs.append(model(torch.stack(xs).to(dev)).float().softmax(-1).cpu())
-    if bad: warnings.warn(f"Skipped {len(bad)} unreadable image(s): " + '; '.join(bad[:5]) + (' ...' if len(bad) > 5 else ''))
+    if bad:
+        warnings.warn(f"Skipped {len(bad)} unreadable image(s): " + '; '.join(bad[:5]) + (' ...'
+            if len(bad) > 5 else ''))
     if not probs: raise ValueError(f"None of the {len(items)} images could be read.")
     probs = torch.cat(probs)
     p, idx = probs.max(-1)
     if one: return Pred(model.classnames[idx[0]], int(idx[0]), probs[0])
-    df = pd.DataFrame(dict(file=names, label=[model.classnames[k] for k in idx], idx=idx.tolist(), prob=p.tolist()))
-    if with_probs: df = pd.concat([df, pd.DataFrame(probs.numpy(), columns=model.classnames)], axis=1)
+    df = pd.DataFrame(dict(file=names, label=[model.classnames[k] for k in idx], idx=idx.tolist(),
+                           prob=p.tolist()))
+    if with_probs:
+        df = pd.concat([df, pd.DataFrame(probs.numpy(), columns=model.classnames)], axis=1)
     return df
