@@ -50,10 +50,12 @@ def _plain(v):
 
 def _tfms(dl) -> list:
     "Name and settings of every item and batch transform of fastai DataLoader `dl`"
-    fs = [t for p in ('after_item', 'before_batch', 'after_batch') for t in getattr(getattr(dl, p, None), 'fs', [])]
+    fs = [t for p in ('after_item', 'before_batch', 'after_batch')
+          for t in getattr(getattr(dl, p, None), 'fs', [])]
     return [[type(t).__name__, _plain(getattr(t, '__stored_args__', {}))] for t in fs]
 
-def _json(**kw) -> dict: return json.loads(json.dumps(kw))  # tuples become lists, as they come back from a file
+def _json(**kw) -> dict:
+    return json.loads(json.dumps(kw))  # tuples become lists, as they come back from a file
 
 def _digest(lines) -> str: return hashlib.sha256('\n'.join(lines).encode()).hexdigest()
 
@@ -61,7 +63,8 @@ def view_items(dl) -> dict|None:
     "Count and checksums of the image files (path, size, modification time) and labels of `dl`, or None if they are not files"
     ds = getattr(dl, 'dataset', None)
     items, tls = getattr(ds, 'items', None), getattr(ds, 'tls', None)
-    if items is None or tls is None or len(tls) != 2 or not all(isinstance(p, (str, Path)) for p in items): return None
+    if items is None or tls is None or len(tls) != 2 or not all(isinstance(p, (str, Path))
+                                                                for p in items): return None
     files = []
     for p in map(os.path.abspath, items):
         try: st = os.stat(p)
@@ -86,15 +89,18 @@ def feature_key(model, # The model whose `encode_image` computes the features (a
     cid, p = getattr(clip, 'clip_id', {}), next(clip.visual.parameters())
     on = autocast is not None and getattr(autocast, '_enabled', True)
     return _json(format=store_format, version=store_version,
-                clip=dict(arch=cid.get('arch', type(clip).__name__), pretrained=_plain(cid.get('pretrained')),
-                          tower=tower_checksum(clip), dtype=str(p.dtype)),
+                clip=dict(arch=cid.get('arch', type(clip).__name__),
+                          pretrained=_plain(cid.get('pretrained')), tower=tower_checksum(clip),
+                          dtype=str(p.dtype)),
                 pre=asdict(clip_pre(clip)), tfms=_tfms(dl),
-                compute=dict(device=p.device.type, autocast=str(autocast.fast_dtype) if on else None), items=items)
+                compute=dict(device=p.device.type,
+                             autocast=str(autocast.fast_dtype) if on else None), items=items)
 
 # %% ../nbs/04b_store.ipynb #83379a33
 def default_store_path() -> Path:
     "Folder of the feature store: `$COOP_FAST_FEATURE_STORE`, else `coop_fast/features` in the user's cache folder"
-    return Path(os.environ.get('COOP_FAST_FEATURE_STORE') or xdg_cache_home()/'coop_fast'/'features').expanduser()
+    return Path(os.environ.get('COOP_FAST_FEATURE_STORE')
+                or xdg_cache_home()/'coop_fast'/'features').expanduser()
 
 @contextmanager
 def _lock(path, on=True):
@@ -115,7 +121,8 @@ class FeatureStore:
         self.path, self.lock = Path(path).expanduser() if path is not None else default_store_path(), lock
         self.hits = self.misses = self.skipped = 0  # entries read, entries computed, views without a key
 
-    def __repr__(self): return f"FeatureStore({str(self.path)!r}: {self.hits} read, {self.misses} computed)"
+    def __repr__(self):
+        return f"FeatureStore({str(self.path)!r}: {self.hits} read, {self.misses} computed)"
 
     def entry(self, key:dict) -> Path:
         "The file of the entry of `key`"
@@ -127,10 +134,13 @@ class FeatureStore:
         if not f.exists(): return None
         try:
             data = f.read_bytes()
-            meta = safetensors_header(io.BytesIO(data), len(data), ValueError).get('__metadata__') or {}
-            if meta.get('format') != store_format or json.loads(meta.get('key', 'null')) != key: raise ValueError("another key")
+            meta = safetensors_header(io.BytesIO(data), len(data),
+                                      ValueError).get('__metadata__') or {}
+            if meta.get('format') != store_format or json.loads(meta.get('key', 'null')) != key:
+                raise ValueError("another key")
             t = _st_load(data)
-            if len(t['features']) != key['items']['n'] or len(t['labels']) != key['items']['n']: raise ValueError("wrong size")
+            if len(t['features']) != key['items']['n'] or len(t['labels']) != key['items']['n']:
+                raise ValueError("wrong size")
         except Exception as e:
             warnings.warn(f"Feature store entry {f} is unusable ({e}); computing it again.")
             return None
@@ -138,7 +148,8 @@ class FeatureStore:
 
     def save(self, key:dict, feats, labels) -> Path:
         "Write the entry of `key` atomically"
-        meta = {'format': store_format, 'coop_fast': coop_fast.__version__, 'key': json.dumps(key, sort_keys=True)}
+        meta = {'format': store_format, 'coop_fast': coop_fast.__version__,
+                'key': json.dumps(key, sort_keys=True)}
         return save_tensors(self.entry(key), {'features': feats, 'labels': labels}, meta)
 
 # %% ../nbs/04b_store.ipynb #d64cb1b4
@@ -173,9 +184,11 @@ def stored_features(model, # The model whose `encode_image` computes the feature
                    ):
     "Image features `(n, dim)` and labels `(n,)` of the un-augmented view of `dl`'s items, in dataset order"
     eval_tfms = hasattr(getattr(dl, 'dataset', None), 'set_split_idx')
-    compute = lambda d: image_features(model, d, eval_tfms=eval_tfms, progress=progress, autocast=autocast)
+    compute = lambda d: image_features(model, d, eval_tfms=eval_tfms, progress=progress,
+                                       autocast=autocast)
     with same_rng():
-        return compute(dl) if store is None else store.features(model, dl, compute, eval_tfms, autocast)
+        return compute(dl) if store is None else store.features(model, dl, compute,
+                                                                eval_tfms, autocast)
 
 # %% ../nbs/04b_store.ipynb #a5b9a4c0
 @patch
