@@ -46,12 +46,15 @@ def get_templates(templates) -> list:
     if isinstance(templates, str):
         if '{}' in templates: templates = [templates]
         elif (named := _named(templates)) is not None: return named
-        else: raise ValueError(f"Unknown template set {templates!r}: give a template with '{{}}' for the class name, a list of "
-                               f"templates, 'imagenet80', 'imagenet7', or a dataset name ({', '.join(dataset_templates)}).")
+        else:
+            raise ValueError(f"Unknown template set {templates!r}: give a template with '{{}}' for "
+                             "the class name, a list of templates, 'imagenet80', 'imagenet7', or "
+                             f"a dataset name ({', '.join(dataset_templates)}).")
     templates = list(templates)
     if not templates: raise ValueError("`templates` is empty.")
     if bad := [t for t in templates if not isinstance(t, str) or t.count('{}') != 1]:
-        raise ValueError(f"Each template needs exactly one '{{}}' for the class name; got {bad[:3]!r}.")
+        raise ValueError(f"Each template needs exactly one '{{}}' for the "
+                         f"class name; got {bad[:3]!r}.")
     return templates
 
 def ensemble_templates(dataset:str|None=None) -> list:
@@ -62,7 +65,8 @@ def ensemble_templates(dataset:str|None=None) -> list:
 
 # %% ../nbs/05_baselines.ipynb #03ab1dd0
 @functools.lru_cache(maxsize=None)
-def _tokenizer(arch): return open_clip.get_tokenizer(arch)  # building one reads its vocabulary: about a second
+def _tokenizer(arch):
+    return open_clip.get_tokenizer(arch)  # building one reads its vocabulary: about a second
 
 def text_tokenizer(clip):
     "The tokenizer of `clip`'s architecture (CLIP's BPE tokenizer when it is not known)"
@@ -79,7 +83,8 @@ def zeroshot_features(clip, # open_clip CLIP model
     names, templates = check_names(classnames), get_templates(templates)
     tok, dev = text_tokenizer(clip), next(clip.parameters()).device
     texts = [t.format(n) for t in templates for n in names]
-    f = torch.cat([clip.encode_text(tok(texts[i:i + bs]).to(dev)).float() for i in range(0, len(texts), bs)])
+    f = torch.cat([clip.encode_text(tok(texts[i:i + bs]).to(dev)).float()
+                   for i in range(0, len(texts), bs)])
     f = F.normalize(f, dim=-1).view(len(templates), len(names), -1).mean(0)
     return F.normalize(f, dim=-1)
 
@@ -109,7 +114,8 @@ class ZeroShotModel(PromptModel):
 
 # %% ../nbs/05_baselines.ipynb #6d6e5d4f
 def _nothing_to_train(model):
-    raise ValueError("A zero-shot learner has nothing to train; use `coop_learner` to learn a prompt.")
+    raise ValueError("A zero-shot learner has nothing to train; use "
+                     "`coop_learner` to learn a prompt.")
 
 @delegates(clip_learner, but=['make_model', 'method', 'splitter'])
 def zeroshot_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
@@ -118,14 +124,16 @@ def zeroshot_learner(dls, # DataLoaders of images and class labels; `dls.vocab` 
                      templates='a photo of a {}.', # Template(s): a template, a list, a dataset name, 'imagenet80' or 'imagenet7'
                      **kwargs):
     "A `Learner` whose model is CLIP's zero-shot classifier of the classes of `dls` with hand-crafted `templates`"
-    learn = clip_learner(dls, partial(ZeroShotModel, templates=templates), arch, pretrained, method='zeroshot',
-                         splitter=_nothing_to_train, **kwargs)
+    learn = clip_learner(dls, partial(ZeroShotModel, templates=templates), arch, pretrained,
+                         method='zeroshot', splitter=_nothing_to_train, **kwargs)
     learn.templates = learn.model.templates
     return learn
 
-register_method(Method('zeroshot', 'Zero-shot CLIP', ZeroShotModel, zeroshot_learner, kind='none', fit=None,
-                       hparams=dict(templates='a photo of a {}.'), label=lambda c: 'Zero-shot CLIP',
-                       paper='Radford et al., Learning Transferable Visual Models From Natural Language Supervision, ICML 2021'))
+register_method(Method('zeroshot', 'Zero-shot CLIP', ZeroShotModel, zeroshot_learner,
+                       kind='none', fit=None, hparams=dict(templates='a photo of a {}.'),
+                       label=lambda c: 'Zero-shot CLIP',
+                       paper='Radford et al., Learning Transferable Visual Models From Natural '
+                             'Language Supervision, ICML 2021'))
 
 # %% ../nbs/05_baselines.ipynb #1f9767e0
 def _search_C(score, grid=(1e6, 1e4, 1e2, 1., 1e-2, 1e-4, 1e-6), n_steps=8):
@@ -152,8 +160,9 @@ class LinearProbe:
     def features(self, dl, eval_tfms=False):
         "Image features and labels of `dl` as numpy arrays"
         if getattr(self, 'norm', None) and has_norm(dl) is False:
-            warnings.warn("This DataLoader does not normalise its images, but the training DataLoader did: make test DataLoaders "
-                          "after `linear_probe` added the CLIP's `Normalize` to the DataLoaders.")
+            warnings.warn("This DataLoader does not normalise its images, but the training "
+                          "DataLoader did: make test DataLoaders after `linear_probe` added the "
+                          "CLIP's `Normalize` to the DataLoaders.")
         f, y = image_features(self.model, dl, eval_tfms=eval_tfms, progress=False)
         return f.float().numpy(), (None if y is None else y.numpy())
 
@@ -171,7 +180,8 @@ class LinearProbe:
         C = self.C
         if C is None:
             if valid_dl is None or not len(valid_dl):
-                raise ValueError("The linear probe searches C on the validation split, and there is none: pass `valid_dl`, or `C=`.")
+                raise ValueError("The linear probe searches C on the validation split, and there "
+                                 "is none: pass `valid_dl`, or `C=`.")
             xv, yv = self.features(valid_dl)
             scores = {}
             def score(c):
@@ -220,4 +230,5 @@ def linear_probe(dls, # DataLoaders: few-shot training and validation images
                 ) -> LinearProbe:
     "A `LinearProbe` on CLIP `arch`, fitted on `dls.train` with `C` searched on `dls.valid`"
     clip, _ = prepare_clip(dls, arch, pretrained, clip_model, 'fp32', None, normalize)
-    return LinearProbe(clip, C=C, **kwargs).fit(dls.train, dls.valid if len(dls.loaders) > 1 else None)
+    return LinearProbe(clip, C=C, **kwargs).fit(dls.train,
+                                                dls.valid if len(dls.loaders) > 1 else None)
