@@ -57,13 +57,15 @@ def arch_names() -> list:
 
 def resolve_arch(arch:str, pretrained:str|None=None) -> str:
     "The open_clip config name for `arch`; QuickGELU variant for OpenAI weights"
-    if not isinstance(arch, str) or not arch: raise TypeError(f"`arch` must be an architecture name, got {arch!r}")
+    if not isinstance(arch, str) or not arch:
+        raise TypeError(f"`arch` must be an architecture name, got {arch!r}")
     if arch.startswith(('hf-hub:', 'local-dir:')): return arch
     name = openai_names.get(arch, arch)
     models = open_clip.list_models()
     if name not in models:
         close = difflib.get_close_matches(arch, arch_names(), n=5, cutoff=0.5)
-        raise ValueError(f"Unknown CLIP architecture {arch!r}." + (f" Close names: {', '.join(close)}." if close else '')
+        raise ValueError(f"Unknown CLIP architecture {arch!r}." + (f" Close names: "
+            f"{', '.join(close)}." if close else '')
                          + " `coop_fast.clip.arch_names()` lists them all.")
     if pretrained == 'openai' and f'{name}-quickgelu' in models: name = f'{name}-quickgelu'
     return name
@@ -83,26 +85,29 @@ def _pre(cfg:dict, size, augment=True) -> ClipPre:
     "`ClipPre` of open_clip preprocessing config `cfg` for images of `size`"
     size = cfg.get('size', size)
     size = size[0] if isinstance(size, (tuple, list)) else size
-    return ClipPre(size=int(size), mean=tuple(cfg.get('mean', ClipPre.mean)), std=tuple(cfg.get('std', ClipPre.std)),
-                   interpolation=cfg.get('interpolation', 'bicubic'), resize_mode=cfg.get('resize_mode', 'shortest'), augment=augment)
+    return ClipPre(size=int(size), mean=tuple(cfg.get('mean', ClipPre.mean)),
+                   std=tuple(cfg.get('std', ClipPre.std)),
+                   interpolation=cfg.get('interpolation', 'bicubic'),
+                   resize_mode=cfg.get('resize_mode', 'shortest'), augment=augment)
 
 def clip_pre(model) -> ClipPre:
     "Preprocessing settings of open_clip `model` (or of the CLIP inside a `CoOpModel`)"
     model = getattr(model, 'clip', model)
-    return _pre(dict(getattr(model.visual, 'preprocess_cfg', None) or {}), getattr(model.visual, 'image_size', 224),
-                getattr(model, 'clip_augment', True))
+    return _pre(dict(getattr(model.visual, 'preprocess_cfg', None) or {}),
+                getattr(model.visual, 'image_size', 224), getattr(model, 'clip_augment', True))
 
 # %% ../nbs/00_clip.ipynb #97fb38ba
-autocast_dtypes = {'fp16': torch.float16, 'amp': torch.float16, 'bf16': torch.bfloat16, 'amp_bf16': torch.bfloat16}  # learners: autocast
+autocast_dtypes = {'fp16': torch.float16, 'amp': torch.float16, 'bf16': torch.bfloat16,
+                   'amp_bf16': torch.bfloat16}  # learners: autocast
 
 class WeightsUnavailable(RuntimeError):
     "The weights asked for cannot be had here: not cached, and the model hub cannot be reached"
 
 def _offline_msg(arch, pretrained, e):
-    return (f"Could not get the {pretrained!r} weights of {arch!r} ({type(e).__name__}: {e}). "
-            "This machine looks offline or cannot reach the model hub. Download the weights once on a machine with "
-            "internet (open_clip caches them in ~/.cache/huggingface), or pass the checkpoint file instead: "
-            f"load_clip({arch!r}, '/path/to/weights.pt').")
+    return (f"Could not get the {pretrained!r} weights of {arch!r} ({type(e).__name__}: {e}). This "
+            "machine looks offline or cannot reach the model hub. Download the weights once on a "
+            "machine with internet (open_clip caches them in ~/.cache/huggingface), or pass the "
+            f"checkpoint file instead: load_clip({arch!r}, '/path/to/weights.pt').")
 
 class _quiet:
     "Silence open_clip's log up to `level`: its warning about random weights, its error before a failed download (we raise our own)"
@@ -119,10 +124,12 @@ def _weights(arch, pretrained):
         return w.pop('file'), w
     if os.path.isfile(str(pretrained)): return str(pretrained), {}
     if get_pretrained_cfg(arch, pretrained): return pretrained, {}
-    tags = sorted({t for a, t in clip_weights if a == arch} | set(list_pretrained_tags_by_model(arch)))
+    tags = sorted({t for a, t in clip_weights
+                   if a == arch} | set(list_pretrained_tags_by_model(arch)))
     looks_like_path = any(c in str(pretrained) for c in '/\\') or Path(str(pretrained)).suffix
     raise ValueError(f"No weights file {pretrained!r}." if looks_like_path else
-                     f"Unknown pretrained tag {pretrained!r} for {arch!r}; known tags: {', '.join(tags) or 'none'}.")
+                     f"Unknown pretrained tag {pretrained!r} for {arch!r}; known tags: "
+                     f"{', '.join(tags) or 'none'}.")
 
 # %% ../nbs/00_clip.ipynb #a238e0cb
 def resolve_pretrained(arch:str, # Architecture name
@@ -135,8 +142,8 @@ def resolve_pretrained(arch:str, # Architecture name
     if name in default_tags: return default_tags[name]
     if 'openai' in list_pretrained_tags_by_model(resolve_arch(arch, 'openai')): return 'openai'
     tags = ', '.join(list_pretrained_tags_by_model(name)) or 'none known'
-    raise ValueError(f"CLIP {arch!r} has no default weights: give a pretrained tag ({tags}) or a weights file, "
-                     "or 'random' (--pretrained random) for random weights.")
+    raise ValueError(f"CLIP {arch!r} has no default weights: give a pretrained tag ({tags}) or a "
+                     "weights file, or 'random' (--pretrained random) for random weights.")
 
 # %% ../nbs/00_clip.ipynb #7126b847
 def load_clip(arch:str='ViT-B-16', # open_clip or OpenAI architecture name (`'ViT-B-16'`, `'ViT-B/16'`, `'RN50'`, `'coop-tiny'`)
@@ -145,7 +152,8 @@ def load_clip(arch:str='ViT-B-16', # open_clip or OpenAI architecture name (`'Vi
               precision:str='fp32', # 'fp32', 'fp16', 'bf16' or another open_clip precision
              ):
     "Load a frozen, eval-mode CLIP `arch` with `pretrained` weights; `clip_pre(model)` gives its preprocessing"
-    if precision not in precisions: raise ValueError(f"Unknown precision {precision!r}; use one of {', '.join(precisions)}.")
+    if precision not in precisions:
+        raise ValueError(f"Unknown precision {precision!r}; use one of {', '.join(precisions)}.")
     rand = pretrained in ('random', 'none')
     if pretrained == 'auto': pretrained = resolve_pretrained(arch)
     name = resolve_arch(arch, pretrained)
@@ -154,15 +162,16 @@ def load_clip(arch:str='ViT-B-16', # open_clip or OpenAI architecture name (`'Vi
     if device is None: device = 'cuda' if torch.cuda.is_available() else 'cpu'
     try:
         with _quiet(logging.WARNING if ckpt is None else logging.ERROR):  # random weights are asked for, not a problem
-            model = open_clip.create_model(name, pretrained=ckpt, device=device, precision=precision,
-                                           force_preprocess_cfg=pre or None)
+            model = open_clip.create_model(name, pretrained=ckpt, device=device,
+                                           precision=precision, force_preprocess_cfg=pre or None)
     except RuntimeError as e:
         if ckpt and not os.path.isfile(ckpt) and 'download' in str(e).lower():
             raise WeightsUnavailable(_offline_msg(arch, pretrained, e)) from None
         raise
     model.eval().requires_grad_(False)
     model.clip_augment = augment
-    model.clip_id = dict(arch=name, pretrained=None if rand else pretrained if pretrained is not None else default_tags.get(name))
+    model.clip_id = dict(arch=name, pretrained=None if rand else pretrained
+                         if pretrained is not None else default_tags.get(name))
     return model
 
 # %% ../nbs/00_clip.ipynb #38dbeba8
@@ -176,6 +185,8 @@ def arch_pre(arch:str, # Architecture name, as for `load_clip`
     ckpt, over = (None, {}) if rand else _weights(name, pretrained)
     augment = over.pop('augment', True)
     cfg = asdict(PreprocessCfg())
-    if ckpt is not None and not os.path.isfile(ckpt): cfg = merge_preprocess_dict(cfg, get_pretrained_cfg(name, ckpt))
+    if ckpt is not None and not os.path.isfile(ckpt):
+        cfg = merge_preprocess_dict(cfg, get_pretrained_cfg(name, ckpt))
     vis = (open_clip.get_model_config(name) or {}).get('vision_cfg', {})
-    return _pre(merge_preprocess_dict({**cfg, 'size': vis.get('image_size', 224)}, over), 224, augment)
+    return _pre(merge_preprocess_dict({**cfg, 'size': vis.get('image_size', 224)},
+                                      over), 224, augment)
