@@ -22,7 +22,8 @@ def paper_epochs(shots:int, # Training images per class
     return 50 if shots <= 1 else 100 if shots <= 4 else 200
 
 # %% ../nbs/04a_methods.ipynb #290f83d3
-kinds = {'context': "text prompts only, the same for every image: once the class names are fixed, a linear head",
+kinds = {'context': "text prompts only, the same for every image: once the class "
+                    "names are fixed, a linear head",
          'conditional': "text prompts that depend on the image",
          'deep': "prompts in both towers: the image features depend on the prompt",
          'head': "a classifier on frozen image features",
@@ -54,16 +55,20 @@ class Method:
 
 # %% ../nbs/04a_methods.ipynb #220e7cc0
 methods = {}  # name -> `Method`
-method_modules = {'coop': 'coop_fast.learner', 'zeroshot': 'coop_fast.baselines', 'cocoop': 'coop_fast.cocoop',
-                  'kgcoop': 'coop_fast.kg', 'prograd': 'coop_fast.kg', 'tip-adapter': 'coop_fast.adapters',
-                  'tip-adapter-f': 'coop_fast.adapters', 'clip-adapter': 'coop_fast.adapters', 'gda': 'coop_fast.adapters',
-                  'ivlp': 'coop_fast.deep', 'maple': 'coop_fast.deep', 'promptsrc': 'coop_fast.deep'}  # built-in method -> its module
+method_modules = {'coop': 'coop_fast.learner', 'zeroshot': 'coop_fast.baselines',
+                  'cocoop': 'coop_fast.cocoop', 'kgcoop': 'coop_fast.kg', 'prograd': 'coop_fast.kg',
+                  'tip-adapter': 'coop_fast.adapters', 'tip-adapter-f': 'coop_fast.adapters',
+                  'clip-adapter': 'coop_fast.adapters', 'gda': 'coop_fast.adapters',
+                  'ivlp': 'coop_fast.deep', 'maple': 'coop_fast.deep',
+                  'promptsrc': 'coop_fast.deep'}  # built-in method -> its module
 
 def register_method(m:Method) -> Method:
     "Add method `m` to the table (replacing an entry of the same name)"
-    if not isinstance(m, Method): raise TypeError(f"register_method takes a Method, got {type(m).__name__}.")
+    if not isinstance(m, Method):
+        raise TypeError(f"register_method takes a Method, got {type(m).__name__}.")
     methods[m.name] = m
-    if m.name in method_modules and all(getattr(f, '__module__', 'coop_fast').startswith('coop_fast.') for f in (m.model, m.learner or m.model)):
+    if m.name in method_modules and all(getattr(f, '__module__',
+        'coop_fast').startswith('coop_fast.') for f in (m.model, m.learner or m.model)):
         _library[m.name] = m  # the library's own entry, not a notebook's copy of it
     return m
 
@@ -104,4 +109,5 @@ def method_for(model) -> Method:
     list_methods()
     if m := next((m for m in methods.values() if type(model) is m.model), None): return m
     if m := next((m for m in methods.values() if _built_in(model, m)), None): return m
-    raise TypeError(f"No method in coop_fast.methods has {type(model).__name__} models; register one with `register_method`.")
+    raise TypeError(f"No method in coop_fast.methods has {type(model).__name__} models; register "
+                    f"one with `register_method`.")
