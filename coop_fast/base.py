@@ -39,7 +39,9 @@ def check_num(x, # The value to check
     ok = ok and (x >= lo if lo_ok else x > lo) and (hi is None or x < hi)
     if not ok:
         rng = f"in [{lo:g}, {hi:g})" if hi is not None else f"a finite number {'>=' if lo_ok else '>'} {lo:g}"
-        raise ValueError(f"{name} must be {'a positive finite number' if (lo, lo_ok, hi) == (0., False, None) else rng}, got {x!r}.")
+        raise ValueError(f"{name} must be "
+                         f"{'a positive finite number' if (lo, lo_ok, hi) == (0., False, None) else rng}, "
+                         f"got {x!r}.")
     return float(x)
 
 # %% ../nbs/00a_base.ipynb #d80c8783
@@ -112,12 +114,15 @@ def safetensors_header(f, # File open for reading in binary mode, at its start
     n = int.from_bytes(head[:8], 'little') if len(head) == 9 else -1
     if not (2 <= n <= min(size - 8, 100_000_000) and head[8:] == b'{'):
         if head.startswith(b'PK\x03\x04'):
-            raise bad("it is a zip archive, such as a PyTorch checkpoint saved with torch.save. coop_fast never unpickles "
-                      "files (unpickling can run code).")
-        if head[:1] == b'\x80': raise bad("it is a Python pickle. coop_fast never unpickles files (unpickling can run code).")
+            raise bad("it is a zip archive, such as a PyTorch checkpoint saved with torch.save. "
+                      "coop_fast never unpickles files (unpickling can run code).")
+        if head[:1] == b'\x80':
+            raise bad("it is a Python pickle. coop_fast never unpickles files "
+                      "(unpickling can run code).")
         raise bad("it is not a safetensors file (empty, truncated, or another format).")
     try: header = json.loads(b'{' + f.read(n - 1))
-    except (UnicodeDecodeError, ValueError): raise bad("it is not a safetensors file (its header is not JSON).") from None
+    except (UnicodeDecodeError, ValueError):
+        raise bad("it is not a safetensors file (its header is not JSON).") from None
     if not isinstance(header, dict): raise bad("it is not a safetensors file.")
     return header
 
@@ -127,13 +132,17 @@ def jsonable(o, # A value to store as JSON
              where:str='a prompt file', # What stores it, for the error message
             ):
     "`o` as plain JSON values, or a `TypeError` naming the entry `key` that cannot be stored"
-    if isinstance(o, dict): return {str(k): jsonable(v, f'{key}[{k!r}]', where) for k, v in o.items()}
-    if isinstance(o, (list, tuple)): return [jsonable(v, f'{key}[{i}]', where) for i, v in enumerate(o)]
+    if isinstance(o, dict):
+        return {str(k): jsonable(v, f'{key}[{k!r}]', where) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [jsonable(v, f'{key}[{i}]', where) for i, v in enumerate(o)]
     if isinstance(o, float) and not math.isfinite(o): return str(o)
     if o is None or isinstance(o, (bool, int, float, str)): return o
     if isinstance(o, Path): return str(o)
-    if hasattr(o, 'tolist') and hasattr(o, 'shape'): return jsonable(o.tolist(), key, where)  # tensors, NumPy arrays and scalars
-    raise TypeError(f"{key} is a {type(o).__name__}, which {where} cannot store; use numbers, strings, lists or dicts.")
+    if hasattr(o, 'tolist') and hasattr(o, 'shape'):
+        return jsonable(o.tolist(), key, where)  # tensors, NumPy arrays and scalars
+    raise TypeError(f"{key} is a {type(o).__name__}, which {where} cannot store; use "
+                    f"numbers, strings, lists or dicts.")
 
 # %% ../nbs/00a_base.ipynb #0addb11c
 def unwrap(model):
