@@ -472,16 +472,15 @@ def clip_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
     clip, names = prepare_clip(dls, arch, pretrained, clip_model, precision, classnames, normalize)
     model = make_model(clip, names)
     vocab = getattr(dls, 'vocab', None)
-    cbs = L(cbs) + PromptCallback() + NormCheck() + L(_cache_cb(model, feature_cache,
-        dls)) + L(vocab is not None and ClassMap(vocab) or None)
+    cbs = L(cbs) + PromptCallback() + NormCheck() + L(_cache_cb(model, feature_cache, dls)) + L(
+        vocab is not None and ClassMap(vocab) or None)
     if precision in autocast_dtypes:
-        cbs.append(DeviceMixedPrecision('bf16'
-            if autocast_dtypes[precision] is torch.bfloat16 else 'fp16'))
+        cbs.append(DeviceMixedPrecision('bf16' if autocast_dtypes[precision] is torch.bfloat16
+                                        else 'fp16'))
     learn = ClipLearner(dls, model, loss_func=loss_func or CrossEntropyLossFlat(), metrics=metrics,
                         splitter=splitter, cbs=cbs, **kwargs)
     clip_id = getattr(clip, 'clip_id', {})
-    learn.arch, learn.pretrained = clip_id.get('arch',
-                                               type(clip).__name__), clip_id.get('pretrained')
+    learn.arch, learn.pretrained = clip_id.get('arch', type(clip).__name__), clip_id.get('pretrained')
     learn.precision, learn.method = precision, method
     learn.coop_summary = _coop_summary(learn)
     return learn
