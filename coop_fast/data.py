@@ -407,8 +407,7 @@ def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test f
                 **kwargs
                ) -> FewShotDataLoaders:
     "Few-shot `DataLoaders` of `shots` images per class of `source`, sampled with `seed`, with the transforms of `pre`"
-    arch, pre, name, bs = pre if isinstance(pre, str) else None, get_pre(pre), 'items', _count(
-        bs, 'bs', none_ok=False)
+    arch, pre, name, bs = pre if isinstance(pre, str) else None, get_pre(pre), 'items', _count(bs, 'bs', none_ok=False)
     if isinstance(source, (str, Path)):
         root = _check_dir(source); name = str(root)
         source, valid, test = _train_folders(root, valid, test)
@@ -523,6 +522,7 @@ def relabel(dl, # A fastai `TfmdDL` whose labels are `Categorize`d
         raise TypeError(f"{what} has classes {name_list(v)}, not the model's, and no fastai "
                         f"`Categorize` to relabel by name.")
     cat = Categorize(vocab=new, sort=False)
-    tl.tfms.fs = L(cat if isinstance(f, Categorize) else f for f in tl.tfms.fs)  # a new list: loaders that share the old one keep it
+    tl.tfms.fs = L(cat if isinstance(f, Categorize) else f
+                   for f in tl.tfms.fs)  # a new list: loaders that share the old one keep it
     tl.tfms.categorize = cat
     return True
