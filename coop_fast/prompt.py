@@ -120,8 +120,8 @@ class PromptLearner(nn.Module):
             raise ValueError("This class-specific context was learned for its own "
                              f"{self.ctx.shape[0]} classes and cannot prompt other class names; "
                              "only a unified context (csc=False) transfers to new classes.")
-        toks = [
-            [bpe_tokenizer.sot_token_id] + bpe_tokenizer.encode(n + '.') + [bpe_tokenizer.eot_token_id] for n in names]
+        toks = [[bpe_tokenizer.sot_token_id] + bpe_tokenizer.encode(n + '.')
+                + [bpe_tokenizer.eot_token_id] for n in names]
         n_names = [len(bpe_tokenizer.encode(n)) for n in names]
         if over := [(n, len(s) + self.n_ctx - self.context_length) for n, s in zip(names, toks)
                     if len(s) + self.n_ctx > self.context_length]:
@@ -157,7 +157,8 @@ class PromptLearner(nn.Module):
         return table.gather(1, self.index[..., None].expand(-1, -1, table.shape[-1]))
 
 # %% ../nbs/01_prompt.ipynb #62d3951a
-fast_blocks = [oct.ResidualAttentionBlock, getattr(oct, 'CustomResidualAttentionBlock', None)]  # exact types the fast path runs
+fast_blocks = [oct.ResidualAttentionBlock,
+               getattr(oct, 'CustomResidualAttentionBlock', None)]  # exact types the fast path runs
 fast_attention = [nn.MultiheadAttention, getattr(oct, 'Attention', None)]  # attention modules it runs
 
 def _attn_reason(a):
@@ -181,8 +182,8 @@ def fast_path_reason(t) -> str|None:
 def _qkv(a, x):
     "Queries, keys and values `(batch, heads, seq, head_dim)` of attention module `a` on `x`, queries scaled"
     B, S, D = x.shape
-    w = a.in_proj_weight if a.in_proj_weight is not None else torch.cat([a.q_proj_weight,
-        a.k_proj_weight, a.v_proj_weight])
+    w = a.in_proj_weight if a.in_proj_weight is not None else torch.cat(
+        [a.q_proj_weight, a.k_proj_weight, a.v_proj_weight])
     q, k, v = F.linear(x, w, a.in_proj_bias).view(B, S, 3, a.num_heads, -1).permute(2, 0, 3, 1, 4)
     if getattr(a, 'logit_scale', None) is not None:  # scaled cosine attention
         s = torch.clamp(a.logit_scale, max=a.logit_scale_max).exp()
