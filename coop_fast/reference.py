@@ -54,8 +54,8 @@ class RefPromptLearner(nn.Module):
             if csc: ctx_vectors = ctx_vectors.repeat(n_cls, 1, 1)
             prompt_prefix = ctx_init
         else:
-            ctx_vectors = torch.empty(n_cls, n_ctx, ctx_dim,
-                dtype=dtype) if csc else torch.empty(n_ctx, ctx_dim, dtype=dtype)
+            ctx_vectors = torch.empty(n_cls, n_ctx, ctx_dim, dtype=dtype) if csc else torch.empty(
+                n_ctx, ctx_dim, dtype=dtype)
             nn.init.normal_(ctx_vectors, std=0.02)
             prompt_prefix = " ".join(["X"] * n_ctx)
         self.ctx = nn.Parameter(ctx_vectors)
@@ -81,8 +81,7 @@ class RefPromptLearner(nn.Module):
             prompts = []
             for i in range(self.n_cls):
                 name_len = self.name_lens[i]
-                prefix_i, class_i, suffix_i = prefix[i:i+1], suffix[i:i+1, :name_len], suffix[
-                    i:i+1, name_len:]
+                prefix_i, class_i, suffix_i = prefix[i:i+1], suffix[i:i+1, :name_len], suffix[i:i+1, name_len:]
                 ctx_i_half1, ctx_i_half2 = ctx[i:i+1, :half_n_ctx], ctx[i:i+1, half_n_ctx:]
                 prompts.append(torch.cat([prefix_i, ctx_i_half1, class_i, ctx_i_half2,
                                           suffix_i], dim=1))
@@ -91,8 +90,7 @@ class RefPromptLearner(nn.Module):
             prompts = []
             for i in range(self.n_cls):
                 name_len = self.name_lens[i]
-                prefix_i, class_i, suffix_i = prefix[i:i+1], suffix[i:i+1, :name_len], suffix[
-                    i:i+1, name_len:]
+                prefix_i, class_i, suffix_i = prefix[i:i+1], suffix[i:i+1, :name_len], suffix[i:i+1, name_len:]
                 prompts.append(torch.cat([prefix_i, class_i, ctx[i:i+1], suffix_i], dim=1))
             prompts = torch.cat(prompts, dim=0)
         else: raise ValueError(self.class_token_position)
@@ -306,12 +304,12 @@ class RefIVLP(nn.Module):
         self.prompt_learner = RefVLPromptLearner(clip_model, classnames, n_ctx_text, ctx_init)
         self.tokenized_prompts = self.prompt_learner.tokenized_prompts
         def vpt(n, d): return nn.Parameter(nn.init.normal_(torch.empty(n, d), std=0.02))
-        self.text_vpt = nn.ParameterList([vpt(n_ctx_text, ctx_dim) for _ in range(depth_text - 1)])  # text blocks' `VPT_shallow`
+        self.text_vpt = nn.ParameterList(
+            [vpt(n_ctx_text, ctx_dim) for _ in range(depth_text - 1)])  # text blocks' `VPT_shallow`
         self.vpt = vpt(n_ctx_vision, width) if depth_vision else None  # the image tower's `VPT`
-        self.vision_vpt = nn.ParameterList([vpt(n_ctx_vision, width)
-            for _ in range(depth_vision - 1)])  # image blocks' `VPT_shallow`
-        self.image_encoder, self.text_encoder = RefDeepImageEncoder(clip_model), RefDeepTextEncoder(
-            clip_model)
+        self.vision_vpt = nn.ParameterList(
+            [vpt(n_ctx_vision, width) for _ in range(depth_vision - 1)])  # image blocks' `VPT_shallow`
+        self.image_encoder, self.text_encoder = RefDeepImageEncoder(clip_model), RefDeepTextEncoder(clip_model)
         self.logit_scale, self.dtype = clip_model.logit_scale, self.text_encoder.dtype
 
     def features(self, image):
@@ -351,8 +349,7 @@ class RefMaPLe(nn.Module):
         self.prompt_learner = RefMultiModalPromptLearner(clip_model, classnames, n_ctx,
                                                          ctx_init, depth)
         self.tokenized_prompts = self.prompt_learner.tokenized_prompts
-        self.image_encoder, self.text_encoder = RefDeepImageEncoder(clip_model), RefDeepTextEncoder(
-            clip_model)
+        self.image_encoder, self.text_encoder = RefDeepImageEncoder(clip_model), RefDeepTextEncoder(clip_model)
         self.logit_scale, self.dtype = clip_model.logit_scale, self.text_encoder.dtype
 
     def forward(self, image):
@@ -373,8 +370,8 @@ class RefPromptSRC(RefIVLP):
         self.zs_clip = [clip_model]  # in a list: not a submodule
         names = [name.replace("_", " ") for name in classnames]
         with torch.no_grad():
-            feats = [clip_model.encode_text(tokenize([t.replace("{}", n)
-                for n in names])).unsqueeze(1) for t in templates]
+            feats = [clip_model.encode_text(tokenize([t.replace("{}", n) for n in names]))
+                     .unsqueeze(1) for t in templates]
         self.fixed_embeddings = torch.cat(feats, dim=1).mean(dim=1)
 
     def forward(self, image, label=None):
@@ -485,8 +482,7 @@ def ref_gda(vecs, labels, n_cls):
     center_vecs = torch.cat([vecs[labels == i] - mus[i].unsqueeze(0) for i in range(n_cls)])
     cov_inv = center_vecs.shape[1] * torch.linalg.pinv(
         (center_vecs.shape[0] - 1) * center_vecs.T.cov()
-                                                       + center_vecs.T.cov().trace() * torch.eye(
-                                                           center_vecs.shape[1]))
+        + center_vecs.T.cov().trace() * torch.eye(center_vecs.shape[1]))
     ps = torch.ones(n_cls) * 1. / n_cls
     W = torch.einsum('nd, dc -> cn', mus, cov_inv)
     b = ps.log() - torch.einsum('nd, dc, nc -> n', mus, cov_inv, mus) / 2
