@@ -228,8 +228,8 @@ def _check_clip(path, info, clip, strict):
         if strict: raise ValueError(msg + " Pass strict=False to use it anyway.")
         warnings.warn(msg)
     elif info['clip_check'] and not _same_weights(clip_check(clip), info['clip_check']):
-        warnings.warn(f"The weights of this CLIP ({have}) differ from those prompt {path.name} was "
-                      "learned on "
+        warnings.warn(f"The weights of this CLIP ({have}) differ from those prompt {path.name} "
+                      "was learned on "
                       f"({want}{', random weights' if info['pretrained'] is None else ''}); its "
                       "predictions will differ from those measured in training.")
 
@@ -354,8 +354,8 @@ def predict(model, # A `PromptModel` (a `CoOpModel`, ...), or a prompt file to l
         if not xs: continue
         with torch.no_grad(): probs.append(model(torch.stack(xs).to(dev)).float().softmax(-1).cpu())
     if bad:
-        warnings.warn(f"Skipped {len(bad)} unreadable image(s): " + '; '.join(bad[:5]) + (' ...'
-            if len(bad) > 5 else ''))
+        warnings.warn(f"Skipped {len(bad)} unreadable image(s): " + '; '.join(bad[:5])
+                      + (' ...' if len(bad) > 5 else ''))
     if not probs: raise ValueError(f"None of the {len(items)} images could be read.")
     probs = torch.cat(probs)
     p, idx = probs.max(-1)
