@@ -64,8 +64,8 @@ def resolve_arch(arch:str, pretrained:str|None=None) -> str:
     models = open_clip.list_models()
     if name not in models:
         close = difflib.get_close_matches(arch, arch_names(), n=5, cutoff=0.5)
-        raise ValueError(f"Unknown CLIP architecture {arch!r}." + (f" Close names: "
-            f"{', '.join(close)}." if close else '')
+        raise ValueError(f"Unknown CLIP architecture {arch!r}."
+                         + (f" Close names: {', '.join(close)}." if close else '')
                          + " `coop_fast.clip.arch_names()` lists them all.")
     if pretrained == 'openai' and f'{name}-quickgelu' in models: name = f'{name}-quickgelu'
     return name
@@ -124,8 +124,8 @@ def _weights(arch, pretrained):
         return w.pop('file'), w
     if os.path.isfile(str(pretrained)): return str(pretrained), {}
     if get_pretrained_cfg(arch, pretrained): return pretrained, {}
-    tags = sorted({t for a, t in clip_weights
-                   if a == arch} | set(list_pretrained_tags_by_model(arch)))
+    tags = sorted({t for a, t in clip_weights if a == arch}
+                  | set(list_pretrained_tags_by_model(arch)))
     looks_like_path = any(c in str(pretrained) for c in '/\\') or Path(str(pretrained)).suffix
     raise ValueError(f"No weights file {pretrained!r}." if looks_like_path else
                      f"Unknown pretrained tag {pretrained!r} for {arch!r}; known tags: "
@@ -188,5 +188,5 @@ def arch_pre(arch:str, # Architecture name, as for `load_clip`
     if ckpt is not None and not os.path.isfile(ckpt):
         cfg = merge_preprocess_dict(cfg, get_pretrained_cfg(name, ckpt))
     vis = (open_clip.get_model_config(name) or {}).get('vision_cfg', {})
-    return _pre(merge_preprocess_dict({**cfg, 'size': vis.get('image_size', 224)},
-                                      over), 224, augment)
+    return _pre(merge_preprocess_dict({**cfg, 'size': vis.get('image_size', 224)}, over),
+                224, augment)
