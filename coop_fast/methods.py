@@ -67,8 +67,8 @@ def register_method(m:Method) -> Method:
     if not isinstance(m, Method):
         raise TypeError(f"register_method takes a Method, got {type(m).__name__}.")
     methods[m.name] = m
-    if m.name in method_modules and all(getattr(f, '__module__',
-        'coop_fast').startswith('coop_fast.') for f in (m.model, m.learner or m.model)):
+    if m.name in method_modules and all(getattr(f, '__module__', 'coop_fast').startswith('coop_fast.')
+                                        for f in (m.model, m.learner or m.model)):
         _library[m.name] = m  # the library's own entry, not a notebook's copy of it
     return m
 
