@@ -56,7 +56,8 @@ def check_choice(x, # The value to check
                      + f" Use one of {', '.join(map(str, choices))}.")
 
 # %% ../nbs/00a_base.ipynb #b1a5e0c2
-precisions = ('fp32', 'fp16', 'bf16', 'amp', 'amp_bf16', 'pure_fp16', 'pure_bf16')  # every precision name coop_fast takes
+precisions = ('fp32', 'fp16', 'bf16', 'amp', 'amp_bf16', 'pure_fp16',
+              'pure_bf16')  # every precision name coop_fast takes
 half_weights = ('pure_fp16', 'pure_bf16')  # the CLIP's weights themselves in half precision
 
 # %% ../nbs/00a_base.ipynb #c856d98e
