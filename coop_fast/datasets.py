@@ -204,8 +204,8 @@ def _unknown_dirs(d, dirs, names):
 
 def read_imagenet(spec, root, split):
     "ImageNet items of `split` ('train', or 'test' = the validation images) and class names in classnames.txt order"
-    names, d = _wnid_names(spec,
-        root), root/spec.folder/spec.images/('train' if split == 'train' else 'val')
+    names, d = _wnid_names(spec, root), root/spec.folder/spec.images/(
+        'train' if split == 'train' else 'val')
     dirs = _class_dirs(d); _unknown_dirs(d, dirs, names)
     if missing := [w for w in names if w not in dirs]:
         raise FileNotFoundError(f"{d} lacks {len(missing)} of the {len(names)} class folders of "
