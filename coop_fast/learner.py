@@ -512,7 +512,8 @@ def coop_label(config:dict) -> str:
 
 register_method(Method('coop', 'CoOp', CoOpModel, coop_learner, label=coop_label,
                        hparams=dict(n_ctx=16, ctx_init=None, csc=False, class_token_position='end'),
-                       paper='Zhou et al., Learning to Prompt for Vision-Language Models, IJCV 2022'))
+                       paper='Zhou et al., Learning to Prompt for Vision-Language Models, '
+                             'IJCV 2022'))
 
 # %% ../nbs/04_learner.ipynb #e31af2c1
 def coop_lr(epoch:int, n_epoch:int, lr:float=2e-3, warmup_lr:float=1e-5,
