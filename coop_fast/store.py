@@ -64,7 +64,8 @@ def view_items(dl) -> dict|None:
     ds = getattr(dl, 'dataset', None)
     items, tls = getattr(ds, 'items', None), getattr(ds, 'tls', None)
     if items is None or tls is None or len(tls) != 2 or not all(isinstance(p, (str, Path))
-                                                                for p in items): return None
+                                                                for p in items):
+        return None
     files = []
     for p in map(os.path.abspath, items):
         try: st = os.stat(p)
