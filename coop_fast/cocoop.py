@@ -163,8 +163,8 @@ def cocoop_logits(clip, # The frozen CLIP
     args = clip, f, pre, suf, pl.eot, mask, pasts
     def run(I, K):
         c = (*args, I, order[K], max(ends[K]) + 1)
-        return checkpoint(chunk_logits, *c,
-                          use_reentrant=False, preserve_rng_state=False) if grad and len(Is) * len(Ks) > 1 else chunk_logits(*c)
+        return checkpoint(chunk_logits, *c, use_reentrant=False,
+                          preserve_rng_state=False) if grad and len(Is) * len(Ks) > 1 else chunk_logits(*c)
     return torch.cat([torch.cat([run(I, K) for K in Ks], 1) for I in Is])[:, order.argsort()]
 
 # %% ../nbs/11_cocoop.ipynb #41d13196
