@@ -139,10 +139,9 @@ def read_checkpoint(fname, # Checkpoint file written by `PromptCheckpoint`
     if not isinstance(info, dict) or not isinstance(info.get('epoch'),
                                                     int) or info.get('format_version',
                                                                      0) > ckpt_version:
-        raise _bad(path,
-                   "unknown checkpoint version "
-                   f"{info.get('format_version') if isinstance(info, dict) else None!r}; " "this "
-                                                                                           f"coop_fast ({coop_fast.__version__}) reads version {ckpt_version}.")
+        raise _bad(path, "unknown checkpoint version "
+                         f"{info.get('format_version') if isinstance(info, dict) else None!r}; "
+                         f"this coop_fast ({coop_fast.__version__}) reads version {ckpt_version}.")
     try: tensors = _st_load(data)
     except Exception as e: raise _bad(path, f"it is truncated or corrupt ({e}).") from None
     params = {k: v for k, v in tensors.items() if k.startswith('param.')}
