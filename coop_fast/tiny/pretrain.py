@@ -122,10 +122,8 @@ def pretrain(steps:int=4000, # Optimiser steps
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=wd),
                              dict(params=rest, weight_decay=0.)], lr=lr, betas=(0.9, 0.98),
                             eps=1e-6)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt,
-                                              lambda i: min(1,
-                                                            (i
-                                                             + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
     t0, avg = time.perf_counter(), None
     dl = torch.utils.data.DataLoader(PretrainStream(steps, bs, seed), batch_size=None,
                                      num_workers=workers)
