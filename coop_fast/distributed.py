@@ -78,8 +78,9 @@ def _check_same(m):
         if bad.any():
             diff = [names[i] for i in bad.nonzero().flatten().tolist()]
             raise ValueError(f"The frozen model differs between processes: rank {r} and rank 0 "
-                             "hold different "
-                             f"{', '.join(diff[:4])}{f' and {len(diff)-4} more' if len(diff) > 4 else ''}. Load the same CLIP weights in every process (a random-weight CLIP needs the same seed in each).")
+                             f"hold different {', '.join(diff[:4])}"
+                             f"{f' and {len(diff)-4} more' if len(diff) > 4 else ''}. Load the same CLIP "
+                             "weights in every process (a random-weight CLIP needs the same seed in each).")
 
 # %% ../nbs/10_distributed.ipynb #f3992570
 class CoOpDDP(Callback):
