@@ -458,9 +458,7 @@ def _prompted(classnames, prompt_classes, info, items) -> tuple:
     given = parse_classnames(classnames)
     if given is not None:
         parts = [n.partition('=') for n in given]
-        return [b.strip() if eq else a for a, eq, b in parts], {a.strip(): b.strip()
-                                                                for a, eq, b in parts
-                                                                           if eq}, '--classnames'
+        return [b.strip() if eq else a for a, eq, b in parts], {a.strip(): b.strip() for a, eq, b in parts if eq}, '--classnames'
     if prompt_classes: return list(info['classnames']), {}, "the prompt's classes"
     return sorted({c for _, c in items}), {}, ''
 
