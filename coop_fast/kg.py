@@ -175,8 +175,8 @@ def prograd_kl(s, # The model's logits `(batch, n_cls)`
               ):
     "ProGrad's distillation term (`ProGradLoss`): −Σ_c softmax(t/T)_c · log_softmax(s/T)_c · T², mean over the batch"
     with torch.autocast(s.device.type, enabled=False):
-        return (-F.softmax(t.float() / T, -1) * F.log_softmax(s.float() / T,
-                                                              -1) * T * T).sum(1).mean()
+        return (-F.softmax(t.float() / T, -1) * F.log_softmax(s.float() / T, -1)
+                * T * T).sum(1).mean()
 
 def prograd_project(g, # Gradient of the loss
                     g_kl, # Gradient of the distillation term
@@ -244,8 +244,7 @@ class ProGrad(TextGuide):
 
     def after_backward(self):
         "Project each gradient off the distillation gradient where they conflict; under DDP both are the global batch's"
-        g_kl = self.g_kl if (m := _ddp(self.model)) is None else ddp_mean(self.g_kl,
-                                                                          m.process_group)
+        g_kl = self.g_kl if (m := _ddp(self.model)) is None else ddp_mean(self.g_kl, m.process_group)
         for p, b in zip(self._params(), g_kl):
             if p.grad is None: continue
             g, conflict = prograd_project(p.grad, b, self.lam)
