@@ -58,7 +58,7 @@ def set_rng_state(t:dict, j:dict, dls=None):
 def _opt_state(opt) -> tuple[dict, dict]:
     sd = opt.state_dict()
     t = {f'opt.{i}.{k}': v.detach() for i, s in enumerate(sd['state']) for k, v in s.items()
-                                                                              if torch.is_tensor(v)}
+         if torch.is_tensor(v)}
     rest = [{k: v for k, v in s.items() if not torch.is_tensor(v)} for s in list(sd['state'])]
     return t, dict(state=_plain(rest, 'optimizer state'),
                    hypers=_plain([dict(h) for h in sd['hypers']], 'optimizer hyper-parameters'))
@@ -136,9 +136,7 @@ def read_checkpoint(fname, # Checkpoint file written by `PromptCheckpoint`
     try: info = json.loads(meta['coop_fast'])
     except (KeyError, ValueError):
         raise _bad(path, "its coop_fast metadata is missing or not JSON.") from None
-    if not isinstance(info, dict) or not isinstance(info.get('epoch'),
-                                                    int) or info.get('format_version',
-                                                                     0) > ckpt_version:
+    if not isinstance(info, dict) or not isinstance(info.get('epoch'), int) or info.get('format_version', 0) > ckpt_version:
         raise _bad(path, "unknown checkpoint version "
                          f"{info.get('format_version') if isinstance(info, dict) else None!r}; "
                          f"this coop_fast ({coop_fast.__version__}) reads version {ckpt_version}.")
