@@ -36,9 +36,8 @@ def _one(kind, rng):
     idx = split_idx(len(x), 1000 if kind == 'digits' else 3000, held=False)
     i = idx[rng.integers(len(idx))]
     m = place(x[i], rng, outline=outline)
-    cap = digit_caption(int(y[i]), look, rng,
-                        outline=outline) if kind == 'digits' else animal_caption(int(y[i]), look,
-                                                                                 rng, outline)
+    cap = digit_caption(int(y[i]), look, rng, outline=outline) if kind == 'digits' else animal_caption(
+        int(y[i]), look, rng, outline)
     return draw_look(m, look, rng), cap
 
 def pretrain_batch(rng, bs:int=256, mix:dict=mix):
