@@ -398,8 +398,8 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
                   method=m.name, shots=shots, seed=seed, arch=arch, pretrained=weights, bs=bs,
                   precision=precision, feature_cache=feature_cache, **opts)
     if m.fit is not None:
-        with (learn.no_bar() if quiet else nullcontext()), (learn.no_logging()
-                                                            if quiet else nullcontext()), warnings.catch_warnings():
+        with (learn.no_bar() if quiet else nullcontext()), \
+             (learn.no_logging() if quiet else nullcontext()), warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='Training stopped at epoch')  # reported below, as the error
             learn.fit_resumable(epochs, ckpt.name, resume=resume, config=config, verbose=True,
                                 fit=m.fit, lr=lr)
