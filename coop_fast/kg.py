@@ -264,8 +264,8 @@ def template_ctx(clip, # open_clip CLIP model
     "ProGrad's initial context `(n_ctx, width)`: the token embeddings of `template`'s words before ' {}.', after zero vectors"
     words = template.replace(' {}.', '').replace('_', ' ')
     if '{}' in words:
-        raise ValueError("ProGrad's context starts from the words of a template that ends in ' "
-                         f"{{}}.'; {template!r} does not: give another template, or ctx_init=None "
+        raise ValueError("ProGrad's context starts from the words of a template that ends in "
+                         f"' {{}}.'; {template!r} does not: give another template, or ctx_init=None "
                          "(random) or words.")
     k = len(words.split(' '))  # words, as the official code counts them; the first k tokens are taken
     if k > n_ctx:
@@ -347,15 +347,15 @@ def method_label(title:str, config:dict) -> str:
     "CoOp's name of a variant with `config`, under the method's `title`, e.g. 'KgCoOp (M=4, end, init \"a photo of a\")'"
     return coop_label(config).replace('CoOp', title, 1)
 
-register_method(Method('kgcoop', 'KgCoOp', CoOpModel, kgcoop_learner, epochs=kgcoop_epochs, lr=2e-3,
-                       bs=128,
+register_method(Method('kgcoop', 'KgCoOp', CoOpModel, kgcoop_learner,
+                       epochs=kgcoop_epochs, lr=2e-3, bs=128,
                        hparams=dict(n_ctx=4, ctx_init='a photo of a', csc=False,
                                     class_token_position='end', lam=8.0, template=None),
                        cbs=(KgCoOp,), label=partial(method_label, 'KgCoOp'),
                        paper='Yao et al., Visual-Language Prompt Tuning with Knowledge-guided '
                              'Context Optimization, CVPR 2023'))
-register_method(Method('prograd', 'ProGrad', CoOpModel, prograd_learner, epochs=paper_epochs,
-                       lr=2e-3, bs=32,
+register_method(Method('prograd', 'ProGrad', CoOpModel, prograd_learner,
+                       epochs=paper_epochs, lr=2e-3, bs=32,
                        hparams=dict(n_ctx=16, ctx_init='template', csc=False,
                                     class_token_position='end', lam=1.0, T=1.0, template=None),
                        cbs=(ProGrad,), label=partial(method_label, 'ProGrad'),
