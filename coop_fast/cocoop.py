@@ -62,8 +62,7 @@ class CoCoOpPromptLearner(PromptLearner):
                              f"features have only {vis} dimensions.")
         self.meta_net = nn.Sequential(OrderedDict([('linear1', nn.Linear(vis, vis // 16)),
                                                    ('relu', nn.ReLU(inplace=True)),
-                                                   ('linear2',
-                                                    nn.Linear(vis // 16, w))])).to(self.ctx.device)
+                                                   ('linear2', nn.Linear(vis // 16, w))])).to(self.ctx.device)
 
     def contexts(self, f):
         "Each image's context `(batch, n_ctx, width)`: `ctx` + Meta-Net(the L2-normalised image features `f`)"
@@ -134,9 +133,8 @@ def chunk_grid(n_img:int, n_cls:int, pairs:int) -> tuple:
     "Image slices and class slices of an `n_img` × `n_cls` grid whose blocks hold at most `pairs` (image, class) pairs"
     nk = min(n_cls, max(1, pairs))
     ni = max(1, pairs // nk)
-    return [slice(i, min(i + ni, n_img))
-            for i in range(0, n_img, ni)], [slice(k, min(k + nk, n_cls))
-                                            for k in range(0, n_cls, nk)]
+    return [slice(i, min(i + ni, n_img)) for i in range(0, n_img, ni)], [slice(k, min(k + nk, n_cls))
+                                                                         for k in range(0, n_cls, nk)]
 
 # %% ../nbs/11_cocoop.ipynb #db4f688a
 def cocoop_logits(clip, # The frozen CLIP
@@ -244,8 +242,7 @@ def task_items(task:str, # A coop-tiny task, a key of `coop_fast.tiny.tasks.task
     "(image path, label) pairs of the train and test images of coop-tiny task `task`, labels in the task's class order, and its class names"
     from coop_fast.tiny.tasks import make_task, tasks, cache_dir
     from coop_fast.data import folder_items
-    d, names = make_task(task,
-                         Path(root) if root else cache_dir()/'tasks'), list(tasks[task].classnames)
+    d, names = make_task(task, Path(root) if root else cache_dir()/'tasks'), list(tasks[task].classnames)
     train, test = ([(p, names.index(c)) for p, c in folder_items(d/s)[0]]
                    for s in ('train', 'test'))
     return train, test, names
@@ -290,9 +287,8 @@ def base_to_novel(task:str='digits', # A coop-tiny task, a key of `coop_fast.tin
     m, clip = get_method(method), clip or load_clip('coop-tiny')
     train, test, names = task_items(task, root)
     test = first_n(test, n_test)
-    (base, bn), (bt, _), (nt,
-                          nn_) = (subsample_classes(i, names, s)
-                                  for i, s in ((train, 'base'), (test, 'base'), (test, 'new')))
+    (base, bn), (bt, _), (nt, nn_) = (subsample_classes(i, names, s)
+                                      for i, s in ((train, 'base'), (test, 'base'), (test, 'new')))
     dls = fewshot_dls(base, clip, shots=shots, seed=seed, vocab=bn, test=bt, bs=m.bs, num_workers=0)
     set_seed(seed)
     learn = m.learner(dls, clip_model=clip, **(dict(feature_cache=0) if m.fit else {}), **kwargs)
