@@ -87,8 +87,7 @@ def _recorder_state(rec, rows:list) -> tuple[dict, dict]:
 def _set_recorder_state(rec, t, j):
     rec.values = [L(_num(v) for v in vs) for vs in j['values']]
     rec.losses = [torch.tensor(_num(l)) for l in j['losses']]
-    rec.lrs, rec.iters, rec.metric_names = [_num(l)
-                                            for l in j['lrs']], list(j['iters']), L(j['names'])
+    rec.lrs, rec.iters, rec.metric_names = [_num(l) for l in j['lrs']], list(j['iters']), L(j['names'])
     rec.smooth_loss.count, rec.smooth_loss.val = j['smooth_count'], t['recorder.smooth_loss'].clone()
 
 # %% ../nbs/09a_checkpoint.ipynb #b64a7bb4
@@ -203,14 +202,13 @@ class PromptCheckpoint(Callback):
             r = i['recorder']
             if r['values']:
                 s.update({n: _num(v) for n, v in zip(r['names'][1:], r['values'][-1])
-                                            if v is not None})
+                          if v is not None})
             if hasattr(learn, 'recorder'): _set_recorder_state(learn.recorder, t, r)
         learn.coop_summary = s
 
     def before_fit(self):
         "Restore the checkpoint to resume from, if any; refuse one with nothing left to train"
-        self.iters, self.base_iters = 0, (getattr(self.learn, 'coop_summary', None)
-                                          or {}).get('iterations', 0)
+        self.iters, self.base_iters = 0, (getattr(self.learn, 'coop_summary', None) or {}).get('iterations', 0)
         self.old_logger, self.rows = None, []
         self.finding = bool(self.learn.cbs.filter(risinstance(LRFinder)))  # `lr_find` is no training run
         if self.info is None or self.finding: return
