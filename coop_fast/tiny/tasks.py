@@ -147,8 +147,8 @@ tasks = {t.name: t for t in [
 
 shifts = {'digits': ('digits-inverse', 'digits-noisy', 'digits-color'),
           'typed': ('typed-inverse', 'typed-noisy', 'typed-color'),
-          'animals-sketch': ('animals-sketch-inverse', 'animals-sketch-noisy',
-                             'animals-sketch-color'), 'shapes': ('shapes-outline', 'shapes-noisy'),
+          'animals-sketch': ('animals-sketch-inverse', 'animals-sketch-noisy', 'animals-sketch-color'),
+          'shapes': ('shapes-outline', 'shapes-noisy'),
           'animals': ('animals-sketch', 'animals-color'), 'mnist': ('digits', 'typed')}
 fewshot_tasks = ('digits', 'typed', 'animals-sketch')
 
