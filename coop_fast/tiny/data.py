@@ -79,8 +79,7 @@ def shape_caption(a:dict, rng) -> str:
     if lead.endswith('a simple ') and core.startswith(('a ', 'an ')): core = core.split(' ', 1)[1]
     s = lead + core
     if a['size'] == 'small' and rng.random() < 0.35:
-        s += pick(rng,
-                  [' in the ', ' at the ']) + a['pos'] if a['pos'] != 'center' else ' in the middle'
+        s += pick(rng, [' in the ', ' at the ']) + a['pos'] if a['pos'] != 'center' else ' in the middle'
     if rng.random() < 0.3:
         bgc = a['bg_colors'][0]
         s += (f" on a {bgc} background" if a['bg'] == 'plain' else
