@@ -25,8 +25,7 @@ def array_features(model, ims:np.ndarray, bs:int=512) -> torch.Tensor:
                          f"{p.size}×{p.size}.")
     dev = next(model.parameters()).device
     with torch.no_grad():
-        return torch.cat([model.encode_image(to_input(ims[i:i + bs], p.mean,
-                                                      p.std).to(dev)).float().cpu()
+        return torch.cat([model.encode_image(to_input(ims[i:i + bs], p.mean, p.std).to(dev)).float().cpu()
                           for i in range(0, len(ims), bs)])
 
 def zeroshot_acc(model, task:str, feats:torch.Tensor, labels, prompt:str|None=None) -> float:
