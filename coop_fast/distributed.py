@@ -13,8 +13,8 @@ from fastai.callback.core import Callback
 from fastai.torch_core import num_distrib
 try: import accelerate
 except ImportError as e:
-    raise ImportError("coop_fast.distributed needs Hugging Face Accelerate: pip install "
-                      "accelerate") from e
+    raise ImportError("coop_fast.distributed needs Hugging Face Accelerate: "
+                      "pip install accelerate") from e
 from fastai.distributed import DistributedDL, DistributedTrainer
 from .base import unwrap
 from .prompt import PromptModel
@@ -60,8 +60,7 @@ def setup_ddp(cpu:bool|None=None, # Train on CPU with gloo; default: when no GPU
 # %% ../nbs/10_distributed.ipynb #78efed6a
 def _frozen(m):
     "Names and tensors of the frozen parameters and all buffers of model `m`"
-    return [(n, p) for n, p in m.named_parameters()
-                          if not p.requires_grad] + list(m.named_buffers())
+    return [(n, p) for n, p in m.named_parameters() if not p.requires_grad] + list(m.named_buffers())
 
 def _check_same(m):
     "Raise an error naming the frozen tensors of `m` that differ between processes"
@@ -73,14 +72,14 @@ def _check_same(m):
     all_s = [torch.empty_like(s) for _ in range(world_size())]
     dist.all_gather(all_s, s)
     for r, o in enumerate(all_s):
-        bad = ((o[:, 0] - all_s[0][:, 0]).abs() > 1e-6 * all_s[0][:, 1]
-               + 1e-9) | ((o[:, 1] - all_s[0][:, 1]).abs() > 1e-6 * all_s[0][:, 1] + 1e-9)
+        bad = ((o[:, 0] - all_s[0][:, 0]).abs() > 1e-6 * all_s[0][:, 1] + 1e-9) | ((o[:, 1] - all_s[0][:, 1]).abs() > 1e-6 * all_s[0][:, 1] + 1e-9)
         if bad.any():
             diff = [names[i] for i in bad.nonzero().flatten().tolist()]
             raise ValueError(f"The frozen model differs between processes: rank {r} and rank 0 "
                              f"hold different {', '.join(diff[:4])}"
-                             f"{f' and {len(diff)-4} more' if len(diff) > 4 else ''}. Load the same CLIP "
-                             "weights in every process (a random-weight CLIP needs the same seed in each).")
+                             f"{f' and {len(diff)-4} more' if len(diff) > 4 else ''}. "
+                             "Load the same CLIP weights in every process "
+                             "(a random-weight CLIP needs the same seed in each).")
 
 # %% ../nbs/10_distributed.ipynb #f3992570
 class CoOpDDP(Callback):
