@@ -378,7 +378,8 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     from coop_fast.experiments import scores, eval_stats, per_class, result_record
     import coop_fast.checkpoint  # noqa: F401 (`Learner.fit_resumable`)
     set_seed(seed)
-    fix = "Train offline with --arch coop-tiny (the small CLIP that ships with coop_fast), or give a weights file: --pretrained FILE."
+    fix = "Train offline with --arch coop-tiny (the small CLIP that ships with coop_fast), " \
+          "or give a weights file: --pretrained FILE."
     clip = _load_clip(arch, weights, device, precision if precision in half_weights else 'fp32',
                       fix)
     dls = _train_dls(kind, src, root, clip, shots, seed, bs, test_pct, subsample, workers, device,
@@ -458,7 +459,8 @@ def _prompted(classnames, prompt_classes, info, items) -> tuple:
     given = parse_classnames(classnames)
     if given is not None:
         parts = [n.partition('=') for n in given]
-        return [b.strip() if eq else a for a, eq, b in parts], {a.strip(): b.strip() for a, eq, b in parts if eq}, '--classnames'
+        return [b.strip() if eq else a for a, eq, b in parts], \
+               {a.strip(): b.strip() for a, eq, b in parts if eq}, '--classnames'
     if prompt_classes: return list(info['classnames']), {}, "the prompt's classes"
     return sorted({c for _, c in items}), {}, ''
 
