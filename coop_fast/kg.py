@@ -265,8 +265,8 @@ def template_ctx(clip, # open_clip CLIP model
     words = template.replace(' {}.', '').replace('_', ' ')
     if '{}' in words:
         raise ValueError("ProGrad's context starts from the words of a template that ends in "
-                         f"' {{}}.'; {template!r} does not: give another template, or ctx_init=None "
-                         "(random) or words.")
+                         f"' {{}}.'; {template!r} does not: give another template, or "
+                         "ctx_init=None (random) or words.")
     k = len(words.split(' '))  # words, as the official code counts them; the first k tokens are taken
     if k > n_ctx:
         raise ValueError(f"The template {template!r} has {k} words, more than the n_ctx={n_ctx} "
