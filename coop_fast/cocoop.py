@@ -126,7 +126,9 @@ def prompt_bytes(t, # The text tower
                  grad:bool, # Whether autograd keeps the activations
                 ) -> int:
     "Estimated bytes of text-tower activations for one (image, class) prompt of `n` tokens"
-    w, H, n_blocks = t.token_embedding.embedding_dim, getattr(t.transformer.resblocks[0].attn, 'num_heads', 8), len(t.transformer.resblocks)
+    w, H, n_blocks = t.token_embedding.embedding_dim, \
+                     getattr(t.transformer.resblocks[0].attn, 'num_heads', 8), \
+                     len(t.transformer.resblocks)
     return n * (24 * w + 4 * H * L) * 4 * (n_blocks if grad else 1)
 
 def chunk_grid(n_img:int, n_cls:int, pairs:int) -> tuple:
