@@ -130,12 +130,14 @@ def read_checkpoint(fname, # Checkpoint file written by `PromptCheckpoint`
         f.seek(0)
         data = f.read()
     if meta.get('format') != ckpt_format:
-        what = 'a prompt file (the result of training, not a checkpoint)' if meta.get('format') == 'coop_fast.prompt' else 'another kind of safetensors file'
+        what = 'a prompt file (the result of training, not a checkpoint)' \
+               if meta.get('format') == 'coop_fast.prompt' else 'another kind of safetensors file'
         raise _bad(path, f"it is {what}.")
     try: info = json.loads(meta['coop_fast'])
     except (KeyError, ValueError):
         raise _bad(path, "its coop_fast metadata is missing or not JSON.") from None
-    if not isinstance(info, dict) or not isinstance(info.get('epoch'), int) or info.get('format_version', 0) > ckpt_version:
+    if not isinstance(info, dict) or not isinstance(info.get('epoch'), int) or \
+            info.get('format_version', 0) > ckpt_version:
         raise _bad(path, "unknown checkpoint version "
                          f"{info.get('format_version') if isinstance(info, dict) else None!r}; "
                          f"this coop_fast ({coop_fast.__version__}) reads version {ckpt_version}.")
