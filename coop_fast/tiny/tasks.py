@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from fastcore.xdg import xdg_cache_home
-from .draw import colors, shapes, backgrounds, pick, random_shape, draw_shape, heldout_fonts, char_mask, place
+from .draw import colors, shapes, backgrounds, pick, random_shape, draw_shape, \
+    heldout_fonts, char_mask, place
 from .draw import draw_look, looks
 from .data import digit_words, animals, mnist_digits, sklearn_digits, animal_silhouettes, split_idx
 
