@@ -11,8 +11,10 @@ import open_clip
 from open_clip.tokenizer import SimpleTokenizer
 import coop_fast.clip  # registers coop_fast's model configs, coop-tiny's among them, with open_clip
 from ..base import write_atomic
-from .draw import S, pick, random_shape, draw_shape, pretrain_fonts, char_mask, place, random_look, draw_look
-from .data import mnist_digits, animal_silhouettes, split_idx, shape_caption, digit_caption, animal_caption
+from .draw import S, pick, random_shape, draw_shape, pretrain_fonts, char_mask, \
+    place, random_look, draw_look
+from .data import mnist_digits, animal_silhouettes, split_idx, shape_caption, \
+    digit_caption, animal_caption
 
 # %% auto #0
 __all__ = ['mix', 'tiny_pre', 'pretrain_batch', 'PretrainStream', 'tokenize', 'encode_text', 'to_input', 'clip_loss', 'pretrain',
