@@ -72,7 +72,8 @@ def _check_same(m):
     all_s = [torch.empty_like(s) for _ in range(world_size())]
     dist.all_gather(all_s, s)
     for r, o in enumerate(all_s):
-        bad = ((o[:, 0] - all_s[0][:, 0]).abs() > 1e-6 * all_s[0][:, 1] + 1e-9) | ((o[:, 1] - all_s[0][:, 1]).abs() > 1e-6 * all_s[0][:, 1] + 1e-9)
+        bad = ((o[:, 0] - all_s[0][:, 0]).abs() > 1e-6 * all_s[0][:, 1] + 1e-9) | \
+              ((o[:, 1] - all_s[0][:, 1]).abs() > 1e-6 * all_s[0][:, 1] + 1e-9)
         if bad.any():
             diff = [names[i] for i in bad.nonzero().flatten().tolist()]
             raise ValueError(f"The frozen model differs between processes: rank {r} and rank 0 "
@@ -95,7 +96,8 @@ class CoOpDDP(Callback):
                             f"{type(m).__name__}.")
         _check_same(m)
         m._ddp_params_and_buffers_to_ignore = [n for n, _ in _frozen(m)]
-        dev, cur = first(self.learn.cbs.filter(risinstance(DistributedTrainer))).accelerator.device, getattr(self.dls.train, 'device', None)
+        dev, cur = first(self.learn.cbs.filter(risinstance(DistributedTrainer))).accelerator.device, \
+                   getattr(self.dls.train, 'device', None)
         if cur is not None and torch.device(cur) != dev:
             self.dls.to(dev)  # batch transforms on this process's GPU, without `setup_ddp`
 
