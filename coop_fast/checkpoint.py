@@ -37,8 +37,10 @@ def rng_state(dls=None) -> tuple[dict, dict]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         t.update({f'rng.cuda.{i}': s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     name, keys, pos, has_gauss, gauss = np.random.get_state()
-    j = dict(python=random.getstate(), numpy=[name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
-             loaders=[dl.rng.getstate() if hasattr(dl, 'rng') else None for dl in getattr(dls, 'loaders', [])])
+    j = dict(python=random.getstate(),
+             numpy=[name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+             loaders=[dl.rng.getstate() if hasattr(dl, 'rng') else None
+                      for dl in getattr(dls, 'loaders', [])])
     return t, j
 
 def set_rng_state(t:dict, j:dict, dls=None):
@@ -55,15 +57,18 @@ def set_rng_state(t:dict, j:dict, dls=None):
 # %% ../nbs/09a_checkpoint.ipynb #c8d90c08
 def _opt_state(opt) -> tuple[dict, dict]:
     sd = opt.state_dict()
-    t = {f'opt.{i}.{k}': v.detach() for i, s in enumerate(sd['state']) for k, v in s.items() if torch.is_tensor(v)}
+    t = {f'opt.{i}.{k}': v.detach() for i, s in enumerate(sd['state']) for k, v in s.items()
+         if torch.is_tensor(v)}
     rest = [{k: v for k, v in s.items() if not torch.is_tensor(v)} for s in list(sd['state'])]
-    return t, dict(state=_plain(rest, 'optimizer state'), hypers=_plain([dict(h) for h in sd['hypers']], 'optimizer hyper-parameters'))
+    return t, dict(state=_plain(rest, 'optimizer state'),
+                   hypers=_plain([dict(h) for h in sd['hypers']], 'optimizer hyper-parameters'))
 
 def _set_opt_state(opt, t, j):
     params = [p for p, *_ in opt.all_params()]
     if len(params) != len(j['state']) or len(opt.param_lists) != len(j['hypers']):
-        raise ValueError(f"The checkpoint's optimizer state is for {len(j['state'])} tensor(s) in {len(j['hypers'])} group(s); this "
-                         f"optimizer has {len(params)} in {len(opt.param_lists)}.")
+        raise ValueError(f"The checkpoint's optimizer state is for {len(j['state'])} tensor(s) in "
+                         f"{len(j['hypers'])} group(s); this optimizer has {len(params)} in "
+                         f"{len(opt.param_lists)}.")
     state = [dict(s) for s in j['state']]
     for k, v in t.items():
         if k.startswith('opt.'):
@@ -74,8 +79,9 @@ def _set_opt_state(opt, t, j):
 def _num(x): return float(x) if x in ('nan', 'inf', '-inf') else x
 
 def _recorder_state(rec, rows:list) -> tuple[dict, dict]:
-    j = dict(values=[list(v) for v in rec.values], losses=[float(l) for l in rec.losses], lrs=[float(l) for l in rec.lrs],
-             iters=list(rec.iters), log=rows, names=list(rec.metric_names), smooth_count=rec.smooth_loss.count)
+    j = dict(values=[list(v) for v in rec.values], losses=[float(l) for l in rec.losses],
+             lrs=[float(l) for l in rec.lrs], iters=list(rec.iters), log=rows,
+             names=list(rec.metric_names), smooth_count=rec.smooth_loss.count)
     return {'recorder.smooth_loss': torch.as_tensor(rec.smooth_loss.val).detach()}, _plain(j, 'training history')
 
 def _set_recorder_state(rec, t, j):
@@ -106,7 +112,8 @@ def _set_cache_state(learn, t):
         full = f.new_zeros(max(fc.n_views, 1, len(f)), *f.shape[1:])
         full[:len(f)] = f
         fc.train_cache = (fc._key(learn.dls.train), full, t['cache.train_y'], len(f))
-    if 'cache.valid' in t: fc.valid_cache = (fc._key(learn.dls.valid), t['cache.valid'], t['cache.valid_y'])
+    if 'cache.valid' in t:
+        fc.valid_cache = (fc._key(learn.dls.valid), t['cache.valid'], t['cache.valid_y'])
 
 # %% ../nbs/09a_checkpoint.ipynb #8b5c1a61
 def _bad(path, why): return ValueError(f"{path} is not a usable coop_fast checkpoint: {why}")
@@ -118,16 +125,21 @@ def read_checkpoint(fname, # Checkpoint file written by `PromptCheckpoint`
     if not path.exists(): raise FileNotFoundError(f"No checkpoint {path}.")
     if path.is_dir(): raise ValueError(f"{path} is a folder, not a checkpoint file.")
     with open(path, 'rb') as f:
-        meta = safetensors_header(f, path.stat().st_size, lambda why: _bad(path, why)).get('__metadata__') or {}
+        meta = safetensors_header(f, path.stat().st_size,
+                                  lambda why: _bad(path, why)).get('__metadata__') or {}
         f.seek(0)
         data = f.read()
     if meta.get('format') != ckpt_format:
-        what = 'a prompt file (the result of training, not a checkpoint)' if meta.get('format') == 'coop_fast.prompt' else 'another kind of safetensors file'
+        what = 'a prompt file (the result of training, not a checkpoint)' \
+               if meta.get('format') == 'coop_fast.prompt' else 'another kind of safetensors file'
         raise _bad(path, f"it is {what}.")
     try: info = json.loads(meta['coop_fast'])
-    except (KeyError, ValueError): raise _bad(path, "its coop_fast metadata is missing or not JSON.") from None
-    if not isinstance(info, dict) or not isinstance(info.get('epoch'), int) or info.get('format_version', 0) > ckpt_version:
-        raise _bad(path, f"unknown checkpoint version {info.get('format_version') if isinstance(info, dict) else None!r}; "
+    except (KeyError, ValueError):
+        raise _bad(path, "its coop_fast metadata is missing or not JSON.") from None
+    if not isinstance(info, dict) or not isinstance(info.get('epoch'), int) or \
+            info.get('format_version', 0) > ckpt_version:
+        raise _bad(path, "unknown checkpoint version "
+                         f"{info.get('format_version') if isinstance(info, dict) else None!r}; "
                          f"this coop_fast ({coop_fast.__version__}) reads version {ckpt_version}.")
     try: tensors = _st_load(data)
     except Exception as e: raise _bad(path, f"it is truncated or corrupt ({e}).") from None
@@ -153,9 +165,11 @@ class PromptCheckpoint(Callback):
         if resume and self.fname.exists():
             self.tensors, self.info = read_checkpoint(self.fname)
             if diff := _diff(self.info.get('config', {}), self.config):
-                raise ValueError(f"Checkpoint {self.fname} is from a run with other settings ({'; '.join(diff)}). Resume with the "
-                                 "same settings, or start a new run without resuming.")
-        elif resume: warnings.warn(f"No checkpoint {self.fname} to resume from: training starts at epoch 0.")
+                raise ValueError(f"Checkpoint {self.fname} is from a run with other settings "
+                                 f"({'; '.join(diff)}). Resume with the same settings, or start a "
+                                 "new run without resuming.")
+        elif resume:
+            warnings.warn(f"No checkpoint {self.fname} to resume from: training starts at epoch 0.")
 
     @property
     def start(self) -> int:
@@ -168,8 +182,9 @@ class PromptCheckpoint(Callback):
         have = {n: tuple(p.shape) for n, p in m.trainable().items()}
         saved = {k[len('param.'):]: tuple(v.shape) for k, v in t.items() if k.startswith('param.')}
         if saved != have or i['classnames'] != list(m.classnames):
-            raise ValueError(f"Checkpoint {self.fname} holds tensors {saved} for classes {i['classnames'][:5]}...; this "
-                             f"learner's model trains {have} for {list(m.classnames)[:5]}...")
+            raise ValueError(f"Checkpoint {self.fname} holds tensors {saved} for classes "
+                             f"{i['classnames'][:5]}...; this learner's model trains {have} for "
+                             f"{list(m.classnames)[:5]}...")
 
     def restore(self, learn:Learner):
         "Copy the checkpoint's trained tensors, optimizer state, feature cache and summary into `learn`"
@@ -178,14 +193,18 @@ class PromptCheckpoint(Callback):
         with torch.no_grad():
             for n, p in m.trainable().items(): p.copy_(t[f'param.{n}'])
         if hasattr(m, '_cache'): m._cache = None
-        if getattr(learn, 'opt', None) is not None and i.get('opt'): _set_opt_state(learn.opt, t, i['opt'])
+        if getattr(learn, 'opt', None) is not None and i.get('opt'):
+            _set_opt_state(learn.opt, t, i['opt'])
         _set_cache_state(learn, t)
-        if getattr(learn, 'scaler', None) is not None and i.get('scaler'): learn.scaler.load_state_dict(i['scaler'])
+        if getattr(learn, 'scaler', None) is not None and i.get('scaler'):
+            learn.scaler.load_state_dict(i['scaler'])
         s = dict(getattr(learn, 'coop_summary', None) or {})
         s.update(epochs=i['epoch'], iterations=i['iterations'], stopped=None)
         if i['epoch'] == i['n_epoch']:  # a finished run: what the learner's summary would say after its fit
             r = i['recorder']
-            if r['values']: s.update({n: _num(v) for n, v in zip(r['names'][1:], r['values'][-1]) if v is not None})
+            if r['values']:
+                s.update({n: _num(v) for n, v in zip(r['names'][1:], r['values'][-1])
+                          if v is not None})
             if hasattr(learn, 'recorder'): _set_recorder_state(learn.recorder, t, r)
         learn.coop_summary = s
 
@@ -196,8 +215,9 @@ class PromptCheckpoint(Callback):
         self.finding = bool(self.learn.cbs.filter(risinstance(LRFinder)))  # `lr_find` is no training run
         if self.info is None or self.finding: return
         if self.start >= self.n_epoch:
-            raise ValueError(f"Checkpoint {self.fname} has done {self.start} of {self.info['n_epoch']} epochs; this fit has "
-                             f"{self.n_epoch}, so there is nothing left to train.")
+            raise ValueError(f"Checkpoint {self.fname} has done {self.start} of "
+                             f"{self.info['n_epoch']} epochs; this fit has {self.n_epoch}, so "
+                             "there is nothing left to train.")
         self.restore(self.learn)
         self.base_iters, self.rows = self.info['iterations'], [list(r) for r in self.info['recorder']['log']]
         self.old_logger, self.learn.logger = self.learn.logger, noop  # no table rows for the skipped epochs
@@ -223,25 +243,30 @@ class PromptCheckpoint(Callback):
     def after_fit(self):
         "Put the logger back; a second fit starts over"
         if self.finding: return
-        if self.old_logger is not None and self.learn.logger is noop: self.learn.logger = self.old_logger
+        if self.old_logger is not None and self.learn.logger is noop:
+            self.learn.logger = self.old_logger
         self.tensors = self.info = None  # a second fit starts over
 
     def save(self):
         "Write the state of the learner after epoch `self.epoch` to `self.fname`"
         m = unwrap(self.model)
         params = {f'param.{n}': p.detach() for n, p in m.trainable().items()}
-        if not all(torch.isfinite(p).all() for p in params.values()): return  # never checkpoint a diverged prompt
+        if not all(torch.isfinite(p).all() for p in params.values()):
+            return  # never checkpoint a diverged prompt
         t_rng, j_rng = rng_state(self.dls)
         t_opt, j_opt = _opt_state(self.opt)
         self.rows.append(list(self.recorder.log))
         t_rec, j_rec = _recorder_state(self.recorder, self.rows)
         scaler = getattr(self.learn, 'scaler', None)
-        info = dict(format_version=ckpt_version, version=coop_fast.__version__, epoch=self.epoch + 1, n_epoch=self.n_epoch,
-                    iterations=self.base_iters + self.iters, classnames=list(m.classnames), config=self.config,
-                    rng=j_rng, opt=j_opt, recorder=j_rec,
-                    scaler=_plain(scaler.state_dict(), 'scaler') if scaler is not None and scaler.is_enabled() else None)
+        info = dict(format_version=ckpt_version, version=coop_fast.__version__,
+                    epoch=self.epoch + 1, n_epoch=self.n_epoch,
+                    iterations=self.base_iters + self.iters, classnames=list(m.classnames),
+                    config=self.config, rng=j_rng, opt=j_opt, recorder=j_rec,
+                    scaler=_plain(scaler.state_dict(), 'scaler') if scaler is not None
+                           and scaler.is_enabled() else None)
         tensors = {**params, **t_rng, **t_opt, **t_rec, **_cache_state(self.learn)}
-        save_tensors(self.fname, tensors, {'format': ckpt_format, 'coop_fast': json.dumps(info, allow_nan=False)})
+        save_tensors(self.fname, tensors,
+                     {'format': ckpt_format, 'coop_fast': json.dumps(info, allow_nan=False)})
 
 # %% ../nbs/09a_checkpoint.ipynb #ef17ba07
 @patch
@@ -255,11 +280,16 @@ def fit_resumable(self:Learner, n_epoch:int, # Number of epochs
                   **kwargs, # Passed to `fit`, e.g. `fit_coop`'s `lr`, `warmup_lr`, `warmup_epochs`, `mom`, `wd`
                  ) -> Learner:
     "`getattr(learn, fit)(n_epoch, **kwargs)`, checkpointing to `fname` after every epoch; `resume` continues the run saved there"
-    check_int(n_epoch, 'The number of epochs'); check_num(kwargs.get('lr', 2e-3), 'The learning rate')
-    if 'start_epoch' in kwargs: raise TypeError("fit_resumable finds the start epoch in the checkpoint; do not pass start_epoch.")
-    cb = PromptCheckpoint(Path(self.path)/fname, resume, config={**(config or {}), 'n_epoch': n_epoch, **kwargs})
+    check_int(n_epoch, 'The number of epochs')
+    check_num(kwargs.get('lr', 2e-3), 'The learning rate')
+    if 'start_epoch' in kwargs:
+        raise TypeError("fit_resumable finds the start epoch in the checkpoint; do not pass "
+                        "start_epoch.")
+    cb = PromptCheckpoint(Path(self.path)/fname, resume,
+                          config={**(config or {}), 'n_epoch': n_epoch, **kwargs})
     if cb.start: cb.check(self)
-    if verbose and cb.start: print(f"Resuming from {cb.fname} after epoch {cb.start} of {n_epoch}.", file=sys.stderr)
+    if verbose and cb.start:
+        print(f"Resuming from {cb.fname} after epoch {cb.start} of {n_epoch}.", file=sys.stderr)
     if cb.start >= n_epoch: cb.restore(self)
     else: getattr(self, fit)(n_epoch, cbs=L(cbs) + cb, **kwargs)
     return self

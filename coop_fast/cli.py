@@ -27,7 +27,8 @@ def command(f):
     commands[f.__name__.removeprefix('cli_')] = g
     return g
 
-user_errors = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError)
+user_errors = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               PermissionError, FileExistsError)
 
 def _summary(f): return (f.__doc__ or '').strip().splitlines()[0]
 
@@ -35,8 +36,9 @@ def overview() -> str:
     "The text of `coop-fast --help`"
     w = max(map(len, commands))
     lines = [f"  {n:<{w}}  {_summary(f)}" for n, f in commands.items()]
-    return (f"usage: coop-fast COMMAND [options]     (coop-fast COMMAND --help: the options of COMMAND)\n\n"
-            f"CoOp prompt learning for CLIP (coop_fast {coop_fast.__version__}).\n\ncommands:\n" + '\n'.join(lines))
+    return ("usage: coop-fast COMMAND [options]     (coop-fast COMMAND --help: the options of "
+            "COMMAND)\n\nCoOp prompt learning for CLIP (coop_fast "
+            f"{coop_fast.__version__}).\n\ncommands:\n" + '\n'.join(lines))
 
 def _warn(message, category, filename, lineno, file=None, line=None):
     print(f"coop-fast: warning: {message}", file=sys.stderr)
@@ -52,7 +54,8 @@ def main(argv:list|None=None, # Arguments after `coop-fast`; default `sys.argv[1
     name, rest = argv[0], argv[1:]
     if name not in commands:
         close = difflib.get_close_matches(name, list(commands), n=1)
-        print(f"coop-fast: error: unknown command {name!r}." + (f" Did you mean {close[0]!r}?" if close else '')
+        print(f"coop-fast: error: unknown command {name!r}."
+              + (f" Did you mean {close[0]!r}?" if close else '')
               + f" Commands: {', '.join(commands)}.", file=sys.stderr)
         return 2
     f = commands[name]
@@ -60,15 +63,19 @@ def main(argv:list|None=None, # Arguments after `coop-fast`; default `sys.argv[1
     except SystemExit as e: return e.code  # argparse printed the help, or the usage and the error
     args.pop('pdb', None); args.pop('xtra', None)
     with warnings.catch_warnings():
-        for c in (FutureWarning, DeprecationWarning, PendingDeprecationWarning): warnings.simplefilter('ignore', c)
+        for c in (FutureWarning, DeprecationWarning, PendingDeprecationWarning):
+            warnings.simplefilter('ignore', c)
         warnings.showwarning = _warn
         try: res = f(**args)
         except BrokenPipeError:  # `coop-fast ... | head`: the reader has gone
-            try: os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
             except (OSError, ValueError): pass
             return 1
         except KeyboardInterrupt:
-            print(f"coop-fast: interrupted." + (" Continue the run with the same command and --resume." if name == 'train' else ''),
+            print(f"coop-fast: interrupted."
+                  + (" Continue the run with the same command and --resume." if name == 'train'
+                     else ''),
                   file=sys.stderr)
             return 130
         except user_errors as e:
@@ -82,7 +89,8 @@ def run_cli(*args) -> tuple:
     "Run `coop-fast ARGS` in this process: (exit status, standard output, standard error)"
     import io, contextlib
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main([str(a) for a in args])
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
     return code, out.getvalue(), err.getvalue()
 
 # %% ../nbs/09_cli.ipynb #1d24e244
@@ -104,10 +112,13 @@ def _check_device(device):
     if device is None: return None
     import torch
     try: d = torch.device(device)
-    except (RuntimeError, TypeError): raise ValueError(f"Unknown --device {device!r}; use cpu, cuda, cuda:1, mps, ...") from None
+    except (RuntimeError, TypeError):
+        raise ValueError(f"Unknown --device {device!r}; use cpu, cuda, cuda:1, mps, ...") from None
     n = torch.cuda.device_count() if d.type == 'cuda' and torch.cuda.is_available() else 0
-    if d.type == 'cuda' and (n == 0 or (d.index or 0) >= n): raise ValueError(f"--device {device}: PyTorch sees {n} GPU(s) here.")
-    if d.type == 'mps' and not torch.backends.mps.is_available(): raise ValueError(f"--device {device}: MPS is not available here.")
+    if d.type == 'cuda' and (n == 0 or (d.index or 0) >= n):
+        raise ValueError(f"--device {device}: PyTorch sees {n} GPU(s) here.")
+    if d.type == 'mps' and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available here.")
     return str(d)
 
 # %% ../nbs/09_cli.ipynb #3da4c7c0
@@ -115,11 +126,14 @@ def parse_classnames(arg:str|None) -> list|None:
     "Class names from `arg`: a comma-separated list, or a text file with one name per line; None stays None"
     if arg is None: return None
     p = Path(arg).expanduser()
-    if p.is_file(): names, what = [l.strip() for l in p.read_text().splitlines() if l.strip()], f"file {p}"
+    if p.is_file():
+        names, what = [l.strip() for l in p.read_text().splitlines() if l.strip()], f"file {p}"
     else: names, what = [c.strip() for c in str(arg).split(',')], repr(arg)
     if not any(names): raise ValueError(f"--classnames {what} has no class names.")
-    if '' in names: raise ValueError(f"--classnames {what} has an empty class name (two commas in a row?).")
-    if dups := sorted({n for n in names if names.count(n) > 1}): raise ValueError(f"--classnames {what} repeats {', '.join(map(repr, dups))}.")
+    if '' in names:
+        raise ValueError(f"--classnames {what} has an empty class name (two commas in a row?).")
+    if dups := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"--classnames {what} repeats {', '.join(map(repr, dups))}.")
     return names
 
 # %% ../nbs/09_cli.ipynb #30cb3c6e
@@ -133,18 +147,25 @@ def _source(source:str, root:str|None) -> tuple:
         from coop_fast.data import folder_splits
         folder_splits(p)  # a folder that mixes split and class folders is refused here
         return 'folder', p
-    if p.exists(): raise NotADirectoryError(f"{p} is a file; give a folder of images (one sub-folder per class) or a dataset name with --root.")
+    if p.exists():
+        raise NotADirectoryError(f"{p} is a file; give a folder of images (one sub-folder per "
+                                 "class) or a dataset name with --root.")
     from coop_fast.datasets import get_spec
     try: name = get_spec(source).name
     except ValueError: name = None
-    if name: raise ValueError(f"{source!r} is the benchmark dataset {name}: pass --root, the folder that holds its data.")
-    raise FileNotFoundError(f"No image folder {p} (for a benchmark dataset, give its name and --root).")
+    if name:
+        raise ValueError(f"{source!r} is the benchmark dataset {name}: pass --root, the folder "
+                         "that holds its data.")
+    raise FileNotFoundError(f"No image folder {p} (for a benchmark dataset, give its name and "
+                            "--root).")
 
 # %% ../nbs/09_cli.ipynb #dd3ebfe9
 def save_fig(fig, path) -> Path:
     "Save matplotlib `fig` as PNG file `path` atomically, and close it"
     import matplotlib.pyplot as plt
-    try: return write_atomic(path, lambda t: fig.savefig(t, format='png', dpi=100, bbox_inches='tight'))
+    try:
+        return write_atomic(path,
+                            lambda t: fig.savefig(t, format='png', dpi=100, bbox_inches='tight'))
     finally: plt.close(fig)
 
 # %% ../nbs/09_cli.ipynb #7d5f45db
@@ -174,10 +195,12 @@ def _pct(x): return f"{100 * x:.1f}%"
 def _load_clip(arch, weights, device, precision, fix):
     "`load_clip`, with one line that says what to do (`fix`) when the weights cannot be had here"
     from coop_fast.clip import load_clip, WeightsUnavailable
-    try: return load_clip(arch, 'random' if weights is None else weights, device=device, precision=precision)
+    try:
+        return load_clip(arch, 'random' if weights is None else weights, device=device,
+                         precision=precision)
     except WeightsUnavailable:
-        raise ValueError(f"The {weights!r} weights of CLIP {arch} are not on this machine, and the model hub cannot be reached "
-                         f"(offline?). {fix}") from None
+        raise ValueError(f"The {weights!r} weights of CLIP {arch} are not on this machine, and the "
+                         f"model hub cannot be reached (offline?). {fix}") from None
 
 def _load(prompt, names=None, device=None, precision='fp32'):
     "`load_prompt`, re-creating a random-weight CLIP as training did: from the seed the prompt file records"
@@ -186,9 +209,10 @@ def _load(prompt, names=None, device=None, precision='fp32'):
     info = read_prompt(prompt)[1]
     seed = info['summary'].get('seed')
     if info['pretrained'] is None and isinstance(seed, int): set_seed(seed)
-    fix = ("Copy the weights into open_clip's cache (~/.cache/huggingface) from a machine with internet, or evaluate on the "
-           "machine that trained the prompt.")
-    clip = _load_clip(info['arch'], info['pretrained'], device, precision if precision in half_weights else 'fp32', fix)
+    fix = ("Copy the weights into open_clip's cache (~/.cache/huggingface) from a machine with "
+           "internet, or evaluate on the machine that trained the prompt.")
+    clip = _load_clip(info['arch'], info['pretrained'], device,
+                      precision if precision in half_weights else 'fp32', fix)
     return load_prompt(prompt, clip, classnames=names), info
 
 # %% ../nbs/09_cli.ipynb #16e5aa1b
@@ -196,7 +220,8 @@ def feature_store_opt(folder:str|None, # `--feature_store`: the store's folder, 
                       off:bool, # `--no_feature_store`
                      ):
     "The `FeatureStore` that `--feature_store`/`--no_feature_store` ask for, or None"
-    if off and folder is not None: raise ValueError("--feature_store and --no_feature_store contradict each other; give one.")
+    if off and folder is not None:
+        raise ValueError("--feature_store and --no_feature_store contradict each other; give one.")
     if off: return None
     from coop_fast.store import FeatureStore
     return FeatureStore(folder)
@@ -208,10 +233,12 @@ def _hp_value(k, v, default):
         if v.lower() in ('true', '1', 'yes'): return True
         if v.lower() in ('false', '0', 'no'): return False
         raise ValueError(f"--hp {k} must be true or false, got {v!r}.")
-    for t in ((int,) if isinstance(default, int) else (float,) if isinstance(default, float) else (int, float) if default is None else ()):
+    for t in ((int,) if isinstance(default, int) else (float,) if isinstance(default, float)
+              else (int, float) if default is None else ()):
         try: return t(v)
         except ValueError:
-            if default is not None: raise ValueError(f"--hp {k} must be a number, got {v!r}.") from None
+            if default is not None:
+                raise ValueError(f"--hp {k} must be a number, got {v!r}.") from None
     return None if v.lower() == 'none' and default is None else v
 
 def parse_hp(hp:str|None, # 'name=value,name=value'
@@ -223,9 +250,11 @@ def parse_hp(hp:str|None, # 'name=value,name=value'
     for part in hp.split(','):
         k, eq, v = part.partition('=')
         k = k.strip()
-        if not eq or not k: raise ValueError(f"--hp takes name=value pairs separated by commas, got {part!r}.")
+        if not eq or not k:
+            raise ValueError(f"--hp takes name=value pairs separated by commas, got {part!r}.")
         if k not in m.hparams:
-            raise ValueError(f"{m.title} has no hyper-parameter {k!r}; it has {', '.join(m.hparams) or 'none'}.")
+            raise ValueError(f"{m.title} has no hyper-parameter {k!r}; it has "
+                             f"{', '.join(m.hparams) or 'none'}.")
         res[k] = _hp_value(k, v.strip(), m.hparams[k])
     return res
 
@@ -233,23 +262,32 @@ def method_kwargs(m, hp:str|None=None, **given) -> dict:
     "Keyword arguments of `m.learner`: the options given (None: the method's default) and `--hp`"
     kw = {k: v for k, v in given.items() if v is not None and v is not False}
     if bad := [k for k in kw if k not in m.hparams]:
-        raise ValueError(f"--{bad[0]} is not an option of {m.title} (--method {m.name}); its options: {', '.join(m.hparams) or 'none'}.")
+        raise ValueError(f"--{bad[0]} is not an option of {m.title} (--method {m.name}); its "
+                         f"options: {', '.join(m.hparams) or 'none'}.")
     return {**kw, **parse_hp(hp, m)}
 def _out_file(out) -> Path:
     out = Path(out).expanduser()
-    if out.is_dir(): raise IsADirectoryError(f"--out {out} is a folder; give a file name such as {out/'prompt.safetensors'}.")
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; give a file name such as "
+                                f"{out/'prompt.safetensors'}.")
     if not out.suffix: out = out.with_suffix('.safetensors')
-    if out.suffix != '.safetensors': raise ValueError(f"--out must be a .safetensors file name, got {out.name!r}.")
+    if out.suffix != '.safetensors':
+        raise ValueError(f"--out must be a .safetensors file name, got {out.name!r}.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(out.parent, os.W_OK): raise PermissionError(f"Cannot write to folder {out.parent}.")
+    if not os.access(out.parent, os.W_OK):
+        raise PermissionError(f"Cannot write to folder {out.parent}.")
     return out
 
-def _train_dls(kind, src, root, pre, shots, seed, bs, test_pct, subsample, workers, device, check=True):
+def _train_dls(kind, src, root, pre, shots, seed, bs, test_pct, subsample, workers, device,
+               check=True):
     from coop_fast.data import fewshot_dls
     from coop_fast.datasets import dataset_dls
-    kw = dict(bs=bs, device=device, check=check, **({} if workers is None else dict(num_workers=workers)))
+    kw = dict(bs=bs, device=device, check=check,
+              **({} if workers is None else dict(num_workers=workers)))
     if kind == 'dataset': return dataset_dls(src, root, pre, shots, seed, subsample=subsample, **kw)
-    if subsample != 'all': raise ValueError("--subsample base/new splits the classes of a benchmark dataset; give a dataset name and --root.")
+    if subsample != 'all':
+        raise ValueError("--subsample base/new splits the classes of a benchmark dataset; give a "
+                         "dataset name and --root.")
     return fewshot_dls(src, pre, shots, seed, test_pct=test_pct, **kw)
 
 def _check_data(kind, src, root, shots, seed, bs, test_pct, subsample) -> bool:
@@ -258,7 +296,9 @@ def _check_data(kind, src, root, shots, seed, bs, test_pct, subsample) -> bool:
     from coop_fast.data import check_images
     dls = _train_dls(kind, src, root, ClipPre(), shots, seed, bs, test_pct, subsample, 0, 'cpu')
     test = dls.test if getattr(dls, 'test', None) is not None and len(dls.test.items) else None
-    if test is None: warnings.warn("There is no test split (--test_pct 0 and no test/ folder): reporting the validation accuracy.")
+    if test is None:
+        warnings.warn("There is no test split (--test_pct 0 and no test/ folder): reporting the "
+                      "validation accuracy.")
     check_images(list((test or dls.valid).items))
     return test is not None
 
@@ -269,8 +309,9 @@ def _check_unfinished(ckpt, resume):
     try: info = read_checkpoint(ckpt)[1]
     except ValueError as e: raise ValueError(f"{e} Delete it to start a new run.") from None
     if info['epoch'] < info['n_epoch']:
-        raise ValueError(f"{ckpt} holds an unfinished run ({info['epoch']} of {info['n_epoch']} epochs done): continue it with "
-                         "--resume, or delete the file to start over.")
+        raise ValueError(f"{ckpt} holds an unfinished run ({info['epoch']} of {info['n_epoch']} "
+                         "epochs done): continue it with --resume, or delete the file to start "
+                         "over.")
 
 @command
 @threaded
@@ -307,17 +348,20 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
              ) -> dict:
     "Learn a prompt from a few labelled images per class; save it and report its test accuracy"
     for k, v in dict(shots=shots, n_ctx=n_ctx, bs=bs, epochs=epochs).items(): _check_int(k, v)
-    _check_int('seed', seed, lo=0); _check_int('feature_cache', feature_cache, lo=0); _check_int('workers', workers, lo=0)
+    _check_int('seed', seed, lo=0); _check_int('feature_cache', feature_cache, lo=0)
+    _check_int('workers', workers, lo=0)
     if lr is not None: _check_lr(lr)
     _check_pct(test_pct); _check_choice('subsample', subsample, subsamples)
-    if class_token_position is not None: _check_choice('class_token_position', class_token_position, positions)
+    if class_token_position is not None:
+        _check_choice('class_token_position', class_token_position, positions)
     _check_choice('precision', precision, precisions)
     store = feature_store_opt(feature_store, no_feature_store)
     from coop_fast.methods import get_method  # imports PyTorch: after the checks that need none
     from coop_fast.clip import resolve_pretrained
     set_threads(threads)
     m = get_method(method)
-    opts = method_kwargs(m, hp, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position)
+    opts = method_kwargs(m, hp, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc,
+                         class_token_position=class_token_position)
     out, quiet = _out_file(out), quiet or json  # JSON on stdout: no bars or tables there
     ckpt, rec_file = out.with_suffix('.ckpt.safetensors'), out.with_suffix('.json')
     kind, src = _source(source, root)
@@ -334,27 +378,35 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     from coop_fast.experiments import scores, eval_stats, per_class, result_record
     import coop_fast.checkpoint  # noqa: F401 (`Learner.fit_resumable`)
     set_seed(seed)
-    fix = "Train offline with --arch coop-tiny (the small CLIP that ships with coop_fast), or give a weights file: --pretrained FILE."
-    clip = _load_clip(arch, weights, device, precision if precision in half_weights else 'fp32', fix)
-    dls = _train_dls(kind, src, root, clip, shots, seed, bs, test_pct, subsample, workers, device, check=False)
+    fix = "Train offline with --arch coop-tiny (the small CLIP that ships with coop_fast), " \
+          "or give a weights file: --pretrained FILE."
+    clip = _load_clip(arch, weights, device, precision if precision in half_weights else 'fp32',
+                      fix)
+    dls = _train_dls(kind, src, root, clip, shots, seed, bs, test_pct, subsample, workers, device,
+                     check=False)
     test_dl, split = (dls.test, 'test') if has_test else (dls.valid, 'valid')
     set_seed(seed)
-    learn = m.learner(dls, clip_model=clip, precision='fp32' if precision in half_weights else precision,
-                      feature_cache=False if feature_cache is None else feature_cache, path=out.parent, **opts)
+    learn = m.learner(dls, clip_model=clip,
+                      precision='fp32' if precision in half_weights else precision,
+                      feature_cache=False if feature_cache is None else feature_cache,
+                      path=out.parent, **opts)
     learn.precision = precision
     if store is not None: learn.use_store(store)
     dataset = src if kind == 'dataset' else src.name
     data = str(src if kind == 'dataset' else src.resolve())
     test_pct = test_pct if kind == 'folder' and 'all' in folder_splits(src) else None  # a setting only where it holds out the test set
     config = dict(data=data, dataset=dataset, subsample=subsample, test_pct=test_pct,
-                  method=m.name, shots=shots, seed=seed, arch=arch, pretrained=weights, bs=bs, precision=precision,
-                  feature_cache=feature_cache, **opts)
+                  method=m.name, shots=shots, seed=seed, arch=arch, pretrained=weights, bs=bs,
+                  precision=precision, feature_cache=feature_cache, **opts)
     if m.fit is not None:
-        with (learn.no_bar() if quiet else nullcontext()), (learn.no_logging() if quiet else nullcontext()), warnings.catch_warnings():
+        with (learn.no_bar() if quiet else nullcontext()), \
+             (learn.no_logging() if quiet else nullcontext()), warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='Training stopped at epoch')  # reported below, as the error
-            learn.fit_resumable(epochs, ckpt.name, resume=resume, config=config, verbose=True, fit=m.fit, lr=lr)
+            learn.fit_resumable(epochs, ckpt.name, resume=resume, config=config, verbose=True,
+                                fit=m.fit, lr=lr)
     if stopped := learn.coop_summary.get('stopped'):
-        raise ValueError(f"{stopped} No prompt file was written" + (f"; {out} is unchanged." if out.exists() else '.'))
+        raise ValueError(f"{stopped} No prompt file was written"
+                         + (f"; {out} is unchanged." if out.exists() else '.'))
     from coop_fast.interpret import plot_training, plot_confusion, plot_class_accuracy
     if plot and getattr(getattr(learn, 'recorder', None), 'losses', None):  # a training-free method has no curves
         save_fig(plot_training(learn), out.with_suffix('.training.png'))
@@ -364,20 +416,27 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     cfg = learn.model.config()
     label = label or m.describe(cfg)
     s = learn.coop_summary
-    summary = {**s, **dict(label=label, dataset=dataset, lr=lr, bs=bs, precision=precision, split=split,
-                           test_accuracy=res['accuracy'], test_macro_f1=res['macro_f1'], n_test=res['n'])}
+    summary = {**s,
+               **dict(label=label, dataset=dataset, lr=lr, bs=bs, precision=precision, split=split,
+                      test_accuracy=res['accuracy'], test_macro_f1=res['macro_f1'],
+                      n_test=res['n'])}
     save_prompt(learn.model, out, summary, m.name)
-    rec = result_record(command='train', method=m.name, label=label, dataset=dataset, data=data, subsample=subsample, test_pct=test_pct,
-                        trained_on=dataset, shots=shots, seed=seed, arch=s.get('arch'), pretrained=weights, **cfg,
-                        epochs=epochs if m.fit else 0, lr=lr, bs=bs, precision=precision, feature_cache=feature_cache, split=split,
-                        **res, valid_accuracy=s.get('accuracy'), per_class=per_class(st), prompt=str(out.resolve()),
-                        n_train=s.get('n_train'), seconds=round(time.time() - t0, 1))
+    rec = result_record(command='train', method=m.name, label=label, dataset=dataset, data=data,
+                        subsample=subsample, test_pct=test_pct, trained_on=dataset, shots=shots,
+                        seed=seed, arch=s.get('arch'), pretrained=weights, **cfg,
+                        epochs=epochs if m.fit else 0, lr=lr, bs=bs, precision=precision,
+                        feature_cache=feature_cache, split=split, **res,
+                        valid_accuracy=s.get('accuracy'), per_class=per_class(st),
+                        prompt=str(out.resolve()), n_train=s.get('n_train'),
+                        seconds=round(time.time() - t0, 1))
     write_text(rec_file, _dumps(rec, indent=1, allow_nan=False))
     if plot:
         save_fig(plot_confusion(probs, targs, names), out.with_suffix('.confusion.png'))
         save_fig(plot_class_accuracy(probs, targs, names), out.with_suffix('.class_accuracy.png'))
     if json: print(_dumps(rec, indent=1))
-    else: print(f"{label} on {dataset}, {shots} shot{'s' * (shots != 1)}, seed {seed}: {split} accuracy {_pct(res['accuracy'])}, macro-F1 "
+    else:
+        print(f"{label} on {dataset}, {shots} shot{'s' * (shots != 1)}, seed {seed}: {split} "
+              f"accuracy {_pct(res['accuracy'])}, macro-F1 "
                 f"{res['macro_f1']:.3f} ({res['n']} images). Prompt: {out}")
     return rec
 
@@ -388,7 +447,9 @@ def _eval_data(kind, src, root, split, subsample, test_pct):
         from coop_fast.datasets import dataset_items
         items, names = dataset_items(src, root, split, subsample)
         return [(p, names[y]) for p, y in items], src
-    if subsample != 'all': raise ValueError("--subsample base/new splits the classes of a benchmark dataset; give a dataset name and --root.")
+    if subsample != 'all':
+        raise ValueError("--subsample base/new splits the classes of a benchmark dataset; give a "
+                         "dataset name and --root.")
     from coop_fast.data import split_items
     _check_choice('split', split, ('test', 'all', 'train', 'val'))
     return split_items(src, split, test_pct)[0], src.name
@@ -398,7 +459,8 @@ def _prompted(classnames, prompt_classes, info, items) -> tuple:
     given = parse_classnames(classnames)
     if given is not None:
         parts = [n.partition('=') for n in given]
-        return [b.strip() if eq else a for a, eq, b in parts], {a.strip(): b.strip() for a, eq, b in parts if eq}, '--classnames'
+        return [b.strip() if eq else a for a, eq, b in parts], \
+               {a.strip(): b.strip() for a, eq, b in parts if eq}, '--classnames'
     if prompt_classes: return list(info['classnames']), {}, "the prompt's classes"
     return sorted({c for _, c in items}), {}, ''
 
@@ -438,14 +500,18 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
     "Evaluate a prompt file on a folder or dataset: accuracy, macro-F1 and per-class accuracy"
     _check_int('bs', bs); _check_int('workers', workers, lo=0); _check_pct(test_pct)
     store = feature_store_opt(feature_store, no_feature_store)
-    _check_choice('subsample', subsample, subsamples); _check_choice('precision', precision, precisions)
+    _check_choice('subsample', subsample, subsamples)
+    _check_choice('precision', precision, precisions)
     prompt = Path(prompt).expanduser()
     if not prompt.exists(): raise FileNotFoundError(f"No prompt file {prompt}.")
     if out is not None:
         out = Path(out).expanduser()
-        if out.is_dir(): raise IsADirectoryError(f"--out {out} is a folder; give a file name such as {out/'result.json'}.")
+        if out.is_dir():
+            raise IsADirectoryError(f"--out {out} is a folder; give a file name such as "
+                                    f"{out/'result.json'}.")
         if out.resolve() == prompt.with_suffix('.json').resolve():
-            raise ValueError(f"--out {out} is the result record of the training run of {prompt.name}; give another file name.")
+            raise ValueError(f"--out {out} is the result record of the training run of "
+                             f"{prompt.name}; give another file name.")
     kind, src = _source(source, root)
     set_threads(threads)
     from coop_fast.data import eval_dl, check_images, folder_splits
@@ -456,19 +522,24 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
     names, rename, known = _prompted(classnames, prompt_classes, info, items)
     items = _by_name(items, names, rename, dataset, known)
     check_images([p for p, _ in items])
-    model, info = _load(prompt, None if names == info['classnames'] else names, _check_device(device), precision)
-    dl = eval_dl(items, model, vocab=names, bs=bs, num_workers=workers, device=next(model.clip.parameters()).device)
+    model, info = _load(prompt, None if names == info['classnames'] else names,
+                        _check_device(device), precision)
+    dl = eval_dl(items, model, vocab=names, bs=bs, num_workers=workers,
+                 device=next(model.clip.parameters()).device)
     probs, targs = scores(model, dl, precision, store=store)
     res, st = eval_stats(probs, targs, names)
     s = info['summary']
     from coop_fast.methods import get_method
     label = s.get('label') or get_method(info['method']).describe(info['config'])
     data = src if kind == 'dataset' else str(src.resolve())
-    rec = result_record(command='eval', method=info['method'], label=label, dataset=dataset, data=data, subsample=subsample,
-                        test_pct=test_pct if kind == 'folder' and split != 'all' and 'all' in folder_splits(src) else None,
-                        trained_on=s.get('dataset'), shots=s.get('shots'), seed=s.get('seed'), arch=info['arch'],
-                        pretrained=info['pretrained'], **info['config'], epochs=s.get('epochs'), lr=s.get('lr'), bs=s.get('bs'),
-                        split=split, **res, per_class=per_class(st), prompt=str(prompt.resolve()), classnames=names)
+    rec = result_record(command='eval', method=info['method'], label=label, dataset=dataset,
+                        data=data, subsample=subsample,
+                        test_pct=test_pct if kind == 'folder' and split != 'all'
+                                 and 'all' in folder_splits(src) else None,
+                        trained_on=s.get('dataset'), shots=s.get('shots'), seed=s.get('seed'),
+                        arch=info['arch'], pretrained=info['pretrained'], **info['config'],
+                        epochs=s.get('epochs'), lr=s.get('lr'), bs=s.get('bs'), split=split, **res,
+                        per_class=per_class(st), prompt=str(prompt.resolve()), classnames=names)
     if out is not None: write_text(out, _dumps(rec, indent=1, allow_nan=False))
     if plot:
         from coop_fast.interpret import plot_confusion, plot_class_accuracy
@@ -478,14 +549,16 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
     if json:
         print(_dumps(rec, indent=1))
         return rec
-    print(f"{prompt.name} ({label}) on {dataset}, {split} split, {res['n']} images: accuracy {_pct(res['accuracy'])}, "
-          f"macro-F1 {res['macro_f1']:.3f}\n")
+    print(f"{prompt.name} ({label}) on {dataset}, {split} split, {res['n']} images: accuracy "
+          f"{_pct(res['accuracy'])}, macro-F1 {res['macro_f1']:.3f}\n")
     print(st.to_string(index=False, float_format=lambda x: f'{x:.3f}'))
-    if res['absent']: print(f"\nNot in the data, so not scored: {len(res['absent'])} of the {len(names)} classes prompted "
+    if res['absent']:
+        print(f"\nNot in the data, so not scored: {len(res['absent'])} of the {len(names)} classes "
+              "prompted "
                             f"({', '.join(res['absent'])}).")
     if not known and names != info['classnames']:
-        print(f"\nPrompted the data's {len(names)} classes; the prompt was learned on {len(info['classnames'])}. --prompt_classes "
-              "classifies among those.")
+        print(f"\nPrompted the data's {len(names)} classes; the prompt was learned on "
+              f"{len(info['classnames'])}. --prompt_classes classifies among those.")
     return rec
 
 # %% ../nbs/09_cli.ipynb #df85727a
@@ -517,7 +590,8 @@ def cli_predict(prompt:str, # Prompt file
     items = _images(images)
     set_threads(threads)
     from coop_fast.export import predict
-    df = predict(_load(prompt, names, _check_device(device))[0], items, bs=bs, with_probs=probs, skip_bad=skip_bad)
+    df = predict(_load(prompt, names, _check_device(device))[0], items, bs=bs, with_probs=probs,
+                 skip_bad=skip_bad)
     df = df.drop(columns='idx').rename(columns={'label': 'class', 'prob': 'probability'})
     if json: print(df.to_json(orient='records', indent=1))
     else: print(df.to_string(index=False, float_format=lambda x: f'{x:.3f}'))
@@ -525,7 +599,8 @@ def cli_predict(prompt:str, # Prompt file
 
 # %% ../nbs/09_cli.ipynb #76ffec45
 @command
-def cli_results(paths:Param("Result JSON files written by coop-fast train or eval --out, or folders of them", nargs='+'),
+def cli_results(paths:Param("Result JSON files written by coop-fast train or eval --out, or "
+                            "folders of them", nargs='+'),
                 by:str='dataset,label,shots', # Columns to group the runs by, comma-separated
                 ci95:bool=False, # Report the 95% confidence interval instead of the standard deviation
                 csv:str=None, # Also write the table to this CSV file
@@ -552,7 +627,8 @@ def cli_methods(json:bool=False, # Print JSON records instead of a table
     import pandas as pd
     from coop_fast.methods import get_method, list_methods
     rows = [dict(method=m.name, title=m.title, kind=m.kind, lr=m.lr, bs=m.bs,
-                 hp=', '.join(f'{k}={v}' for k, v in m.hparams.items())) for m in map(get_method, list_methods())]
+                 hp=', '.join(f'{k}={v}' for k, v in m.hparams.items()))
+            for m in map(get_method, list_methods())]
     df = pd.DataFrame(rows)
     print(df.to_json(orient='records', indent=1) if json else df.to_string(index=False))
     return df
@@ -590,8 +666,9 @@ def cli_bake(prompt:str, # Prompt file
     from coop_fast.deploy import bake, save_head
     head = bake(_bakeable(prompt, names, _check_device(device)))
     path = save_head(head, out)
-    print(f"Baked {head.info['label']} ({head.n_cls} classes, CLIP {head.info['arch']}) into {path} ({path.stat().st_size / 1024:.1f} kB): "
-          f"classifier ({head.embed_dim}, {head.n_cls}), logit scale {head.logit_scale.item():.2f}")
+    print(f"Baked {head.info['label']} ({head.n_cls} classes, CLIP {head.info['arch']}) into "
+          f"{path} ({path.stat().st_size / 1024:.1f} kB): classifier ({head.embed_dim}, "
+          f"{head.n_cls}), logit scale {head.logit_scale.item():.2f}")
     return path
 
 @command
@@ -603,17 +680,22 @@ def cli_export(prompt:str, # Prompt file
     "Export CLIP's image encoder and a baked prompt as one ONNX graph: images in, probabilities out (checked with onnxruntime)"
     _check_int('opset', opset, lo=7)
     names, out = parse_classnames(classnames), Path(onnx).expanduser()
-    if out.suffix != '.onnx': raise ValueError(f"--onnx must be a .onnx file name, got {out.name!r}.")
-    if out.is_dir(): raise IsADirectoryError(f"--onnx {out} is a folder; give a file name such as {out/'model.onnx'}.")
+    if out.suffix != '.onnx':
+        raise ValueError(f"--onnx must be a .onnx file name, got {out.name!r}.")
+    if out.is_dir():
+        raise IsADirectoryError(f"--onnx {out} is a folder; give a file name such as "
+                                f"{out/'model.onnx'}.")
     from coop_fast.deploy import bake, export_onnx
     model = _bakeable(prompt, names, 'cpu')
     path, res = export_onnx(bake(model), out, clip=model.clip, opset=opset)
     from coop_fast.clip import clip_pre
     p = clip_pre(model)
-    print(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input 'images' float32 (batch, 3, {p.size}, {p.size}), outputs "
-          f"'probabilities' and 'logits' (batch, {model.n_cls}). onnxruntime vs PyTorch on {res['n']} images: max |difference| "
-          f"{res['max_abs_logit']:.1e} in the logits, {res['max_abs_prob']:.1e} in the probabilities. Preprocessing (in its metadata): "
-          f"{p.size} px, mean {list(p.mean)}, std {list(p.std)}, {p.interpolation}, resize {p.resize_mode}.")
+    print(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input 'images' float32 (batch, 3, "
+          f"{p.size}, {p.size}), outputs 'probabilities' and 'logits' (batch, {model.n_cls}). "
+          f"onnxruntime vs PyTorch on {res['n']} images: max |difference| "
+          f"{res['max_abs_logit']:.1e} in the logits, {res['max_abs_prob']:.1e} in the "
+          f"probabilities. Preprocessing (in its metadata): {p.size} px, mean {list(p.mean)}, std "
+          f"{list(p.std)}, {p.interpolation}, resize {p.resize_mode}.")
     return path
 
 @command
@@ -630,7 +712,8 @@ def cli_serve(prompt:str, # Prompt file
     names = parse_classnames(classnames)
     from coop_fast.app import serve
     print(f"Serving {Path(prompt).name} on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
-    serve(_load(prompt, names, _check_device(device))[0], port=port, host=host, top=top, name=Path(prompt).name)
+    serve(_load(prompt, names, _check_device(device))[0], port=port, host=host, top=top,
+          name=Path(prompt).name)
     return 0
 
 # %% ../nbs/09_cli.ipynb #a2ac768a
@@ -639,12 +722,15 @@ def _csv(s:str, name:str, conv=str) -> list:
     xs = [x.strip() for x in str(s).split(',') if x.strip()]
     if not xs: raise ValueError(f"--{name} is empty.")
     try: return [conv(x) for x in xs]
-    except ValueError: raise ValueError(f"--{name} takes comma-separated {'integers' if conv is int else 'values'}, got {s!r}.") from None
+    except ValueError:
+        raise ValueError(f"--{name} takes comma-separated "
+                         f"{'integers' if conv is int else 'values'}, got {s!r}.") from None
 
 def _kv(s:str|None, name:str) -> dict|None:
     "`--name 'k=v,k=v'` as a dict"
     if not s: return None
-    if bad := [p for p in s.split(',') if '=' not in p]: raise ValueError(f"--{name} takes key=value pairs, got {bad[0]!r}.")
+    if bad := [p for p in s.split(',') if '=' not in p]:
+        raise ValueError(f"--{name} takes key=value pairs, got {bad[0]!r}.")
     return dict(p.split('=', 1) for p in s.split(','))
 
 @command
@@ -679,23 +765,34 @@ def cli_sweep(datasets:str, # Benchmark datasets, comma-separated, e.g. EuroSAT,
     _check_choice('executor', executor, ('local', 'slurm'))
     for k, v in dict(time=time, cpus=cpus, max_parallel=max_parallel).items(): _check_int(k, v)
     _check_int('gpus_per_task', gpus_per_task, lo=0)
-    if feature_store is not None and no_feature_store: feature_store_opt(feature_store, no_feature_store)
-    other = dict(local=dict(partition=partition, mem=mem, slurm_setup=slurm_setup, slurm_args=slurm_args, no_wait=no_wait or None),
+    if feature_store is not None and no_feature_store:
+        feature_store_opt(feature_store, no_feature_store)
+    other = dict(local=dict(partition=partition, mem=mem, slurm_setup=slurm_setup,
+                            slurm_args=slurm_args, no_wait=no_wait or None),
                  slurm=dict(gpus=gpus))[executor]
     if given := [k for k, v in other.items() if v is not None]:
-        raise ValueError(f"--{given[0]} is an option of --executor {'slurm' if executor == 'local' else 'local'}, not of {executor}.")
+        raise ValueError(f"--{given[0]} is an option of --executor "
+                         f"{'slurm' if executor == 'local' else 'local'}, not of {executor}.")
     g = None if gpus is None else int(gpus) if str(gpus).isdigit() else _csv(gpus, 'gpus')
-    slurm = {} if executor != 'slurm' else dict(partition=partition, time_min=time, gpus_per_task=gpus_per_task, cpus=cpus, mem_gb=mem,
-        max_parallel=max_parallel, setup=[slurm_setup] if slurm_setup else None, slurm_args=_kv(slurm_args, 'slurm_args'))
+    slurm = {} if executor != 'slurm' else dict(partition=partition, time_min=time,
+                                                gpus_per_task=gpus_per_task, cpus=cpus, mem_gb=mem,
+                                                max_parallel=max_parallel,
+                                                setup=[slurm_setup] if slurm_setup else None,
+                                                slurm_args=_kv(slurm_args, 'slurm_args'))
     from coop_fast.sweep import run_sweep
     from coop_fast.experiments import markdown_table
     say = lambda line: print(f"coop-fast sweep: {line}", file=sys.stderr, flush=True)
-    res = run_sweep(_csv(datasets, 'datasets'), _csv(shots, 'shots', int), _csv(seeds, 'seeds', int), _csv(methods, 'methods'),
-                    root, out, train_args, executor, logs, g, wait=not no_wait, poll=poll, feature_store=feature_store,
-                    no_feature_store=no_feature_store, dry_run=dry_run, progress=None if json else say,
+    res = run_sweep(_csv(datasets, 'datasets'), _csv(shots, 'shots', int),
+                    _csv(seeds, 'seeds', int), _csv(methods, 'methods'), root, out, train_args,
+                    executor, logs, g, wait=not no_wait, poll=poll, feature_store=feature_store,
+                    no_feature_store=no_feature_store, dry_run=dry_run,
+                    progress=None if json else say,
                     eval_on=_csv(eval_on, 'eval_on') if eval_on else None, **slurm)
     if csv and res.table is not None: write_atomic(csv, lambda t: res.table.to_csv(t, index=False))
-    if json: print(_dumps(dict(states=res.states, table=None if res.table is None else res.table.to_dict('records')), indent=1))
+    if json:
+        print(_dumps(dict(states=res.states,
+                          table=None if res.table is None else res.table.to_dict('records')),
+                     indent=1))
     else:
         print(res)
         if res.table is not None:
@@ -704,4 +801,5 @@ def cli_sweep(datasets:str, # Benchmark datasets, comma-separated, e.g. EuroSAT,
     return 1 if res.failed else 0
 
 # %% ../nbs/09_cli.ipynb #f6e239f0
-if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())  # `python -m coop_fast.cli`, not a notebook
+if __name__ == '__main__' and '__file__' in globals():
+    sys.exit(main())  # `python -m coop_fast.cli`, not a notebook

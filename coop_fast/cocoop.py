@@ -25,17 +25,21 @@ __all__ = ['image_dim', 'CoCoOpPromptLearner', 'prompt_parts', 'prefix_states', 
 def image_dim(clip) -> int:
     "Dimension of the image features of open_clip `clip`"
     d = getattr(clip.visual, 'output_dim', None)
-    if not isinstance(d, int): raise TypeError(f"CoCoOp's Meta-Net needs the image feature size; {type(clip.visual).__name__} has no `output_dim`.")
+    if not isinstance(d, int):
+        raise TypeError("CoCoOp's Meta-Net needs the image feature size; "
+                        f"{type(clip.visual).__name__} has no `output_dim`.")
     return d
 
 def _n_ctx(n_ctx, ctx_init):
     "The number of context vectors: `n_ctx`, which must agree with the token count of `ctx_init` when both are given"
     if not ctx_init: return 4 if n_ctx is None else n_ctx
-    if not isinstance(ctx_init, str): raise TypeError(f"ctx_init must be a string of words, got {ctx_init!r}.")
+    if not isinstance(ctx_init, str):
+        raise TypeError(f"ctx_init must be a string of words, got {ctx_init!r}.")
     k = len(bpe_tokenizer.encode(clean_classname(ctx_init)))
     if n_ctx is not None and n_ctx != k:
-        raise ValueError(f"n_ctx={n_ctx!r} does not fit ctx_init {ctx_init!r}, which has {k} token(s): give only one of them "
-                         f"(ctx_init='' for {n_ctx!r} randomly initialised context vectors).")
+        raise ValueError(f"n_ctx={n_ctx!r} does not fit ctx_init {ctx_init!r}, which has {k} "
+                         f"token(s): give only one of them (ctx_init='' for {n_ctx!r} randomly "
+                         "initialised context vectors).")
     return k
 
 # %% ../nbs/11_cocoop.ipynb #697a9305
@@ -48,18 +52,23 @@ class CoCoOpPromptLearner(PromptLearner):
                  class_token_position:str='end', # Only 'end', as in the paper's code
                 ):
         if class_token_position != 'end':
-            raise ValueError(f"CoCoOp puts the class name at the end of the prompt, as its paper's code does; class_token_position="
-                             f"{class_token_position!r} is not supported.")
+            raise ValueError("CoCoOp puts the class name at the end of the prompt, as its paper's "
+                             f"code does; class_token_position={class_token_position!r} is not "
+                             "supported.")
         super().__init__(clip, classnames, _n_ctx(n_ctx, ctx_init), ctx_init or None)
         vis, w = image_dim(clip), self.ctx.shape[-1]
-        if vis < 16: raise ValueError(f"CoCoOp's Meta-Net has dim // 16 hidden units; this CLIP's image features have only {vis} dimensions.")
-        self.meta_net = nn.Sequential(OrderedDict([('linear1', nn.Linear(vis, vis // 16)), ('relu', nn.ReLU(inplace=True)),
+        if vis < 16:
+            raise ValueError("CoCoOp's Meta-Net has dim // 16 hidden units; this CLIP's image "
+                             f"features have only {vis} dimensions.")
+        self.meta_net = nn.Sequential(OrderedDict([('linear1', nn.Linear(vis, vis // 16)),
+                                                   ('relu', nn.ReLU(inplace=True)),
                                                    ('linear2', nn.Linear(vis // 16, w))])).to(self.ctx.device)
 
     def contexts(self, f):
         "Each image's context `(batch, n_ctx, width)`: `ctx` + Meta-Net(the L2-normalised image features `f`)"
         if f.dim() != 2 or f.shape[1] != self.meta_net.linear1.in_features:
-            raise ValueError(f"Expected image features of shape (batch, {self.meta_net.linear1.in_features}), got {tuple(f.shape)}.")
+            raise ValueError("Expected image features of shape (batch, "
+                             f"{self.meta_net.linear1.in_features}), got {tuple(f.shape)}.")
         return self.ctx + self.meta_net(F.normalize(f, dim=-1).to(self.ctx.dtype))[:, None]
 
 # %% ../nbs/11_cocoop.ipynb #9e47f1b4
@@ -100,9 +109,12 @@ def chunk_logits(clip, # The CLIP
     "Logits `(n_img, n_cls)` of images `I` × classes `ks`"
     t, n_i, n_k, P = text_tower(clip), I.stop - I.start, len(ks), pre.shape[1]
     x = suf[ks, :S - P].repeat(n_i, 1, 1)  # image-major: the rows of one image are contiguous
-    if pasts is None: x = t.transformer(torch.cat([pre[I].repeat_interleave(n_k, 0), x], 1), attn_mask=mask[:S, :S])
+    if pasts is None:
+        x = t.transformer(torch.cat([pre[I].repeat_interleave(n_k, 0), x], 1),
+                          attn_mask=mask[:S, :S])
     else:
-        for blk, (k, v) in zip(t.transformer.resblocks, pasts): x, _ = block(blk, x, mask[P:S, :S], (k[I], v[I]))
+        for blk, (k, v) in zip(t.transformer.resblocks, pasts):
+            x, _ = block(blk, x, mask[P:S, :S], (k[I], v[I]))
     e = eot[ks].repeat(n_i) - (0 if pasts is None else P)
     feats = project_text(t, x[torch.arange(len(x), device=x.device), e])
     return cosine_logits(clip, f[I], feats.view(n_i, n_k, -1))
@@ -114,14 +126,17 @@ def prompt_bytes(t, # The text tower
                  grad:bool, # Whether autograd keeps the activations
                 ) -> int:
     "Estimated bytes of text-tower activations for one (image, class) prompt of `n` tokens"
-    w, H, n_blocks = t.token_embedding.embedding_dim, getattr(t.transformer.resblocks[0].attn, 'num_heads', 8), len(t.transformer.resblocks)
+    w, H, n_blocks = t.token_embedding.embedding_dim, \
+                     getattr(t.transformer.resblocks[0].attn, 'num_heads', 8), \
+                     len(t.transformer.resblocks)
     return n * (24 * w + 4 * H * L) * 4 * (n_blocks if grad else 1)
 
 def chunk_grid(n_img:int, n_cls:int, pairs:int) -> tuple:
     "Image slices and class slices of an `n_img` × `n_cls` grid whose blocks hold at most `pairs` (image, class) pairs"
     nk = min(n_cls, max(1, pairs))
     ni = max(1, pairs // nk)
-    return [slice(i, min(i + ni, n_img)) for i in range(0, n_img, ni)], [slice(k, min(k + nk, n_cls)) for k in range(0, n_cls, nk)]
+    return [slice(i, min(i + ni, n_img)) for i in range(0, n_img, ni)], [slice(k, min(k + nk, n_cls))
+                                                                         for k in range(0, n_cls, nk)]
 
 # %% ../nbs/11_cocoop.ipynb #db4f688a
 def cocoop_logits(clip, # The frozen CLIP
@@ -132,7 +147,8 @@ def cocoop_logits(clip, # The frozen CLIP
                  ):
     "CoCoOp's logits `(batch, n_cls)`: each image's prefix once, the class suffixes against it, in chunks of at most `chunk_mb` MiB"
     t = text_tower(clip)
-    path = check_choice(auto_path(t) if path == 'auto' else path, 'text_path', ('shared', 'truncated'))
+    path = check_choice(auto_path(t) if path == 'auto' else path, 'text_path',
+                        ('shared', 'truncated'))
     pre, suf = prompt_parts(t, pl, f)
     P, L, B = pre.shape[1], pl.index.shape[1], len(f)
     if B == 0: return f.new_zeros(0, pl.n_cls, dtype=torch.float32)
@@ -145,7 +161,8 @@ def cocoop_logits(clip, # The frozen CLIP
     args = clip, f, pre, suf, pl.eot, mask, pasts
     def run(I, K):
         c = (*args, I, order[K], max(ends[K]) + 1)
-        return checkpoint(chunk_logits, *c, use_reentrant=False, preserve_rng_state=False) if grad and len(Is) * len(Ks) > 1 else chunk_logits(*c)
+        return checkpoint(chunk_logits, *c, use_reentrant=False,
+                          preserve_rng_state=False) if grad and len(Is) * len(Ks) > 1 else chunk_logits(*c)
     return torch.cat([torch.cat([run(I, K) for K in Ks], 1) for I in Is])[:, order.argsort()]
 
 # %% ../nbs/11_cocoop.ipynb #41d13196
@@ -161,7 +178,8 @@ class CoCoOpModel(PromptModel):
                  chunk_mb:float=1024., # Memory budget of one chunk of (image, class) prompts, MiB
                 ):
         super().__init__(clip_model)
-        self.prompt_learner = CoCoOpPromptLearner(clip_model, classnames, n_ctx, ctx_init, class_token_position)
+        self.prompt_learner = CoCoOpPromptLearner(clip_model, classnames, n_ctx, ctx_init,
+                                                  class_token_position)
         self.text_path = check_choice(text_path, 'text_path', ('auto', 'shared', 'truncated'))
         self.chunk_mb = check_num(chunk_mb, 'chunk_mb')
 
@@ -170,7 +188,8 @@ class CoCoOpModel(PromptModel):
 
     def config(self) -> dict:
         pl = self.prompt_learner
-        return dict(n_ctx=pl.n_ctx, ctx_init=pl.ctx_init, class_token_position=pl.class_token_position)
+        return dict(n_ctx=pl.n_ctx, ctx_init=pl.ctx_init,
+                    class_token_position=pl.class_token_position)
 
     def set_classnames(self, classnames):
         "Prompt new `classnames` with the learned context and Meta-Net"
@@ -193,8 +212,9 @@ def cocoop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` na
                    chunk_mb:float=1024., # Memory budget of one chunk of (image, class) prompts, MiB
                    **kwargs):
     "A `Learner` that trains CoCoOp's context and Meta-Net for the classes of `dls` on a frozen CLIP `arch`"
-    make = partial(CoCoOpModel, n_ctx=n_ctx, ctx_init=ctx_init, class_token_position=class_token_position,
-                   text_path=text_path, chunk_mb=chunk_mb)
+    make = partial(CoCoOpModel, n_ctx=n_ctx, ctx_init=ctx_init,
+                   class_token_position=class_token_position, text_path=text_path,
+                   chunk_mb=chunk_mb)
     return clip_learner(dls, make, arch, pretrained, method='cocoop', **kwargs)
 
 # %% ../nbs/11_cocoop.ipynb #85b2542f
@@ -206,13 +226,16 @@ def cocoop_epochs(shots:int, # Training images per class
 
 def cocoop_label(config:dict) -> str:
     "The name of a CoCoOp variant, e.g. 'CoCoOp (M=4, init \"a photo of a\")'"
-    parts = [f"M={config['n_ctx']}"] + ([f'init "{config["ctx_init"]}"'] if config.get('ctx_init') else [])
+    parts = [f"M={config['n_ctx']}"] + ([f'init "{config["ctx_init"]}"'] if config.get('ctx_init')
+                                        else [])
     return f"CoCoOp ({', '.join(parts)})"
 
-register_method(Method('cocoop', 'CoCoOp', CoCoOpModel, cocoop_learner, kind='conditional', fit='fit_coop', epochs=cocoop_epochs,
-                       lr=0.016, bs=8, label=cocoop_label,
-                       hparams=dict(n_ctx=None, ctx_init='a photo of a', class_token_position='end', chunk_mb=1024.),
-                       paper='Zhou et al., Conditional Prompt Learning for Vision-Language Models, CVPR 2022'))
+register_method(Method('cocoop', 'CoCoOp', CoCoOpModel, cocoop_learner, kind='conditional',
+                       fit='fit_coop', epochs=cocoop_epochs, lr=0.016, bs=8, label=cocoop_label,
+                       hparams=dict(n_ctx=None, ctx_init='a photo of a', class_token_position='end',
+                                    chunk_mb=1024.),
+                       paper='Zhou et al., Conditional Prompt Learning for Vision-Language Models, '
+                             'CVPR 2022'))
 
 # %% ../nbs/11_cocoop.ipynb #38fca336
 def task_items(task:str, # A coop-tiny task, a key of `coop_fast.tiny.tasks.tasks`
@@ -222,7 +245,8 @@ def task_items(task:str, # A coop-tiny task, a key of `coop_fast.tiny.tasks.task
     from coop_fast.tiny.tasks import make_task, tasks, cache_dir
     from coop_fast.data import folder_items
     d, names = make_task(task, Path(root) if root else cache_dir()/'tasks'), list(tasks[task].classnames)
-    train, test = ([(p, names.index(c)) for p, c in folder_items(d/s)[0]] for s in ('train', 'test'))
+    train, test = ([(p, names.index(c)) for p, c in folder_items(d/s)[0]]
+                   for s in ('train', 'test'))
     return train, test, names
 
 def first_n(items:list, # (path, label) pairs
@@ -265,13 +289,16 @@ def base_to_novel(task:str='digits', # A coop-tiny task, a key of `coop_fast.tin
     m, clip = get_method(method), clip or load_clip('coop-tiny')
     train, test, names = task_items(task, root)
     test = first_n(test, n_test)
-    (base, bn), (bt, _), (nt, nn_) = (subsample_classes(i, names, s) for i, s in ((train, 'base'), (test, 'base'), (test, 'new')))
+    (base, bn), (bt, _), (nt, nn_) = (subsample_classes(i, names, s)
+                                      for i, s in ((train, 'base'), (test, 'base'), (test, 'new')))
     dls = fewshot_dls(base, clip, shots=shots, seed=seed, vocab=bn, test=bt, bs=m.bs, num_workers=0)
     set_seed(seed)
     learn = m.learner(dls, clip_model=clip, **(dict(feature_cache=0) if m.fit else {}), **kwargs)
     if m.fit:
-        with learn.no_bar(), learn.no_logging(): getattr(learn, m.fit)(epochs or m.epochs(shots), lr=m.lr)
+        with learn.no_bar(), learn.no_logging():
+            getattr(learn, m.fit)(epochs or m.epochs(shots), lr=m.lr)
     b = accuracy_on(learn.model, dls.test)
     learn.model.set_classnames(nn_)
     n = accuracy_on(learn.model, eval_dl(nt, clip, vocab=nn_, num_workers=0))
-    return dict(task=task, method=m.title, shots=shots, seed=seed, base=b, novel=n, H=2 * b * n / (b + n) if b + n else 0.)
+    return dict(task=task, method=m.title, shots=shots, seed=seed, base=b, novel=n,
+                H=2 * b * n / (b + n) if b + n else 0.)

@@ -37,7 +37,8 @@ def demo(task:str='digits', # Downstream task to learn a prompt for, a key of `c
         ) -> dict:
     "Offline demo: zero-shot vs CoOp with `shots` per class on `task` and its `shift`, on coop-tiny; saves the prompt to `out`"
     t0 = time.perf_counter()
-    shift = _check(task, shift, shots=shots, epochs=epochs, n_ctx=n_ctx, log_every=log_every, threads=threads)
+    shift = _check(task, shift, shots=shots, epochs=epochs, n_ctx=n_ctx, log_every=log_every,
+                   threads=threads)
     epochs = paper_epochs(shots) if epochs is None else epochs
     out = Path(out if out is not None else Path('coop-demo')/f'{task}.safetensors')
     data = Path(data) if data is not None else cache_dir()/'tasks'
@@ -55,7 +56,8 @@ def _check(task, shift, **counts):
     if shift is None: shift = next((s for s in shifts.get(task, ()) if s.endswith('-noisy')), None)
     if shift: check_choice(shift, 'shifted task', tasks)
     if shift and tasks[shift].classnames != tasks[task].classnames:
-        raise ValueError(f"{shift!r} has other classes than {task!r}: a domain shift keeps the classes.")
+        raise ValueError(f"{shift!r} has other classes than {task!r}: a domain shift keeps the "
+                         "classes.")
     return shift
 
 # %% ../nbs/08f_demo.ipynb #1cab084c
@@ -63,29 +65,34 @@ def _demo(task, shift, shots, epochs, n_ctx, seed, out, data, log_every, bars, t
     t = tasks[task]
     print("coop_fast demo: learning a prompt for CLIP with CoOp (Zhou et al. 2022), offline\n")
     clip = load_clip('coop-tiny', device=default_device())
-    print(f"CLIP: coop-tiny, the small CLIP that ships with coop_fast ({sum(p.numel() for p in clip.parameters())/1e6:.1f}M parameters, "
-          f"{clip_pre(clip).size}x{clip_pre(clip).size} images), on {next(clip.parameters()).device}")
+    print("CLIP: coop-tiny, the small CLIP that ships with coop_fast "
+          f"({sum(p.numel() for p in clip.parameters())/1e6:.1f}M parameters, "
+          f"{clip_pre(clip).size}x{clip_pre(clip).size} images), on "
+          f"{next(clip.parameters()).device}")
     src = make_task(task, data)
     if shift: make_task(shift, data)
     print(f"Task: {task} - {t.about}; {len(t.classnames)} classes\n  images in {src}")
     dls = fewshot_dls(src, clip, shots=shots, seed=seed, num_workers=0)
     f = dls.fewshot
-    print(f"Few-shot split (seed {seed}): {shots} images per class -> {f['n_train']} training, {f['n_valid']} validation, "
-          f"{f['n_test']} test images\n")
+    print(f"Few-shot split (seed {seed}): {shots} images per class -> {f['n_train']} training, "
+          f"{f['n_valid']} validation, {f['n_test']} test images\n")
     zs = zeroshot_learner(dls, clip_model=clip, templates=t.prompt)
     with zs.no_bar(): acc0 = zs.validate(dl=dls.test)[1] * 100
     print(f"Zero-shot with the hand-crafted prompt {t.prompt!r}: {acc0:.1f}% test accuracy\n")
-    print(f"Training CoOp: {n_ctx} context vectors, class name at the end, {epochs} epochs of SGD (lr 0.002, cosine schedule)")
+    print(f"Training CoOp: {n_ctx} context vectors, class name at the end, {epochs} epochs of SGD "
+          "(lr 0.002, cosine schedule)")
     set_seed(seed)  # python, numpy and torch: the context's initialisation and the batch order
     learn = coop_learner(dls, clip_model=clip, n_ctx=n_ctx, feature_cache=0)
     with nullcontext() if bars else learn.no_bar(): learn.fit_coop(epochs, cbs=LogEvery(log_every))
     with learn.no_bar(): acc1 = learn.validate(dl=dls.test)[1] * 100
-    print(f"\nCoOp after training: {acc1:.1f}% test accuracy ({acc1 - acc0:+.1f} points over the hand-crafted prompt)")
+    print(f"\nCoOp after training: {acc1:.1f}% test accuracy ({acc1 - acc0:+.1f} points over the "
+          "hand-crafted prompt)")
     path = learn.save_prompt(out.absolute(), summary=dict(task=task, test_accuracy=acc1 / 100))
     res = dict(task=task, zeroshot=acc0, coop=acc1, prompt=path)
     if shift: res.update(_shift(zs, path, data, shift, clip, dls.vocab))
     print(f"\nSaved the learned prompt ({path.stat().st_size / 1024:.0f} kB) to {path}\n"
-          f"  use it: coop-fast predict {path} IMAGE...  or, in Python: coop_fast.export.predict('{path}', image)")
+          f"  use it: coop-fast predict {path} IMAGE...  or, in Python: "
+          f"coop_fast.export.predict('{path}', image)")
     res['seconds'] = time.perf_counter() - t0
     print(f"Done in {res['seconds']:.0f} s.")
     return res
@@ -96,6 +103,6 @@ def _shift(zs, path, data, shift, clip, vocab):
     with zs.no_bar(): s0 = zs.validate(dl=sdl)[1] * 100
     p = predict(path, data/shift/'test')  # the saved prompt, loaded again
     s1 = float((p.label == p.file.map(lambda f: Path(f).parent.name)).mean() * 100)
-    print(f"Domain shift to {shift} ({tasks[shift].about}): hand-crafted prompt {s0:.1f}%, learned prompt {s1:.1f}% "
-          f"({s1 - s0:+.1f} points)")
+    print(f"Domain shift to {shift} ({tasks[shift].about}): hand-crafted prompt {s0:.1f}%, learned "
+          f"prompt {s1:.1f}% ({s1 - s0:+.1f} points)")
     return dict(shift=shift, shift_zeroshot=s0, shift_coop=s1)

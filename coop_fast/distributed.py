@@ -12,7 +12,9 @@ from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.torch_core import num_distrib
 try: import accelerate
-except ImportError as e: raise ImportError("coop_fast.distributed needs Hugging Face Accelerate: pip install accelerate") from e
+except ImportError as e:
+    raise ImportError("coop_fast.distributed needs Hugging Face Accelerate: "
+                      "pip install accelerate") from e
 from fastai.distributed import DistributedDL, DistributedTrainer
 from .base import unwrap
 from .prompt import PromptModel
@@ -64,17 +66,21 @@ def _check_same(m):
     "Raise an error naming the frozen tensors of `m` that differ between processes"
     fr = _frozen(m)
     names = [n for n, _ in fr]
-    s = torch.stack([torch.stack([t.detach().double().sum(), t.detach().double().abs().sum()]) for _, t in fr]) if fr else torch.zeros(0, 2)
+    s = torch.stack([torch.stack([t.detach().double().sum(), t.detach().double().abs().sum()])
+                     for _, t in fr]) if fr else torch.zeros(0, 2)
     s = s.to(comm_device(), torch.float64)
     all_s = [torch.empty_like(s) for _ in range(world_size())]
     dist.all_gather(all_s, s)
     for r, o in enumerate(all_s):
-        bad = ((o[:, 0] - all_s[0][:, 0]).abs() > 1e-6 * all_s[0][:, 1] + 1e-9) | ((o[:, 1] - all_s[0][:, 1]).abs() > 1e-6 * all_s[0][:, 1] + 1e-9)
+        bad = ((o[:, 0] - all_s[0][:, 0]).abs() > 1e-6 * all_s[0][:, 1] + 1e-9) | \
+              ((o[:, 1] - all_s[0][:, 1]).abs() > 1e-6 * all_s[0][:, 1] + 1e-9)
         if bad.any():
             diff = [names[i] for i in bad.nonzero().flatten().tolist()]
-            raise ValueError(f"The frozen model differs between processes: rank {r} and rank 0 hold different {', '.join(diff[:4])}"
-                             f"{f' and {len(diff)-4} more' if len(diff) > 4 else ''}. Load the same CLIP weights in every "
-                             "process (a random-weight CLIP needs the same seed in each).")
+            raise ValueError(f"The frozen model differs between processes: rank {r} and rank 0 "
+                             f"hold different {', '.join(diff[:4])}"
+                             f"{f' and {len(diff)-4} more' if len(diff) > 4 else ''}. "
+                             "Load the same CLIP weights in every process "
+                             "(a random-weight CLIP needs the same seed in each).")
 
 # %% ../nbs/10_distributed.ipynb #f3992570
 class CoOpDDP(Callback):
@@ -85,11 +91,15 @@ class CoOpDDP(Callback):
         self.on = world_size() > 1 and bool(self.learn.cbs.filter(risinstance(DistributedTrainer)))
         if not self.on: return
         m = unwrap(self.model)
-        if not isinstance(m, PromptModel): raise TypeError(f"CoOpDDP trains a PromptModel; this Learner's model is a {type(m).__name__}.")
+        if not isinstance(m, PromptModel):
+            raise TypeError("CoOpDDP trains a PromptModel; this Learner's model is a "
+                            f"{type(m).__name__}.")
         _check_same(m)
         m._ddp_params_and_buffers_to_ignore = [n for n, _ in _frozen(m)]
-        dev, cur = first(self.learn.cbs.filter(risinstance(DistributedTrainer))).accelerator.device, getattr(self.dls.train, 'device', None)
-        if cur is not None and torch.device(cur) != dev: self.dls.to(dev)  # batch transforms on this process's GPU, without `setup_ddp`
+        dev, cur = first(self.learn.cbs.filter(risinstance(DistributedTrainer))).accelerator.device, \
+                   getattr(self.dls.train, 'device', None)
+        if cur is not None and torch.device(cur) != dev:
+            self.dls.to(dev)  # batch transforms on this process's GPU, without `setup_ddp`
 
     def after_loss(self):
         "Make every process's loss non-finite when one is, so that all stop together"
@@ -98,7 +108,8 @@ class CoOpDDP(Callback):
         bad = torch.tensor([0. if ok else 1.], device=comm_device())
         dist.all_reduce(bad)
         if bad.item() and ok:
-            warnings.warn("The loss of another process is not finite: every process stops.", RuntimeWarning)
+            warnings.warn("The loss of another process is not finite: every process stops.",
+                          RuntimeWarning)
             self.learn.loss = self.loss.detach() + float('nan')  # so that `PromptCallback` stops this process too
 
     def after_fit(self):

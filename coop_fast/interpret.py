@@ -28,21 +28,27 @@ def _ctx_emb(src, clip=None):
     "Context tensor, class names (for a class-specific context) and token embeddings from `src`"
     if isinstance(src, (str, Path)):
         tensors, info = read_prompt(src)
-        if 'prompt_learner.ctx' not in tensors: raise ValueError(f"Prompt file {src} ({info['method']}) holds no context vectors.")
+        if 'prompt_learner.ctx' not in tensors:
+            raise ValueError(f"Prompt file {src} ({info['method']}) holds no context vectors.")
         ctx = tensors['prompt_learner.ctx']
         if clip is None: clip = load_prompt(src).clip
         names = info['classnames'] if ctx.dim() == 3 else None
     elif isinstance(src, torch.Tensor):
         if clip is None: raise ValueError("A context tensor needs its CLIP: pass `clip`.")
         ctx, names = src.detach(), None
-        if ctx.dim() not in (2, 3): raise ValueError(f"A context tensor has shape (n_ctx, width) or (n_cls, n_ctx, width), got {tuple(ctx.shape)}.")
+        if ctx.dim() not in (2, 3):
+            raise ValueError("A context tensor has shape (n_ctx, width) or (n_cls, n_ctx, width), "
+                             f"got {tuple(ctx.shape)}.")
     elif hasattr(src, 'prompt_learner'):
         pl, clip = src.prompt_learner, clip or src.clip
         ctx, names = pl.ctx.detach(), (pl.classnames if pl.ctx.dim() == 3 else None)
-    else: raise TypeError(f"Expected a CoOpModel, a prompt file or a context tensor, got {type(src).__name__}.")
+    else:
+        raise TypeError("Expected a CoOpModel, a prompt file or a context tensor, got "
+                        f"{type(src).__name__}.")
     emb = text_tower(clip).token_embedding.weight.detach()
     if ctx.shape[-1] != emb.shape[1]:
-        raise ValueError(f"Context vectors of width {ctx.shape[-1]} cannot be compared with this CLIP's {emb.shape[1]}-wide token embeddings.")
+        raise ValueError(f"Context vectors of width {ctx.shape[-1]} cannot be compared with this "
+                         f"CLIP's {emb.shape[1]}-wide token embeddings.")
     return ctx, names, emb
 
 def _word(i): return bpe_tokenizer.decode([i]).strip()
@@ -53,7 +59,8 @@ def nearest_words(src, # A `CoOpModel`, a prompt file, or a context tensor
                   k:int=1, # Number of nearest words per context vector
                  ) -> pd.DataFrame:
     "The `k` vocabulary words nearest to each context vector of `src` (Euclidean distance), with distances"
-    if not isinstance(k, int) or k < 1: raise ValueError(f"k must be a positive integer, got {k!r}.")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
     ctx, names, emb = _ctx_emb(src, clip)
     emb = emb.float()
     flat = ctx.reshape(-1, ctx.shape[-1]).float().to(emb.device)
@@ -78,8 +85,9 @@ def _preds_targs(preds, targets, n_cls=None):
     preds, targets = torch.as_tensor(preds), torch.as_tensor(targets)
     if preds.dim() == 2: n_cls, preds = n_cls or preds.shape[1], preds.argmax(1)
     if preds.dim() != 1 or targets.dim() != 1 or len(preds) != len(targets):
-        raise ValueError(f"Predictions {tuple(preds.shape)} and targets {tuple(targets.shape)} do not match: give "
-                         "(N,) class indices or (N, n_cls) scores, and (N,) target indices.")
+        raise ValueError(f"Predictions {tuple(preds.shape)} and targets {tuple(targets.shape)} do "
+                         "not match: give (N,) class indices or (N, n_cls) scores, and (N,) target "
+                         "indices.")
     if not len(targets): raise ValueError("No predictions: the targets are empty.")
     n_cls = n_cls or int(max(preds.max(), targets.max())) + 1
     if int(min(preds.min(), targets.min())) < 0 or int(max(preds.max(), targets.max())) >= n_cls:
@@ -94,7 +102,8 @@ def confusion(preds, targets, n_cls:int|None=None) -> torch.Tensor:
 def class_stats(preds, targets, classnames:list) -> pd.DataFrame:
     "Per-class count `n`, `accuracy` (recall), `precision` and `f1` of `preds` against `targets` (scikit-learn's; 0 where undefined)"
     p, t, n = _preds_targs(preds, targets, len(classnames))
-    prec, rec, f1, support = precision_recall_fscore_support(t.numpy(), p.numpy(), labels=list(range(n)), zero_division=0)
+    prec, rec, f1, support = precision_recall_fscore_support(t.numpy(), p.numpy(),
+                                                             labels=list(range(n)), zero_division=0)
     return pd.DataFrame({'class': list(classnames), 'n': support.tolist(), 'accuracy': rec.tolist(),
                          'precision': prec.tolist(), 'f1': f1.tolist()})
 
@@ -111,7 +120,9 @@ def save_fig(fig, # A matplotlib figure
             ):
     "Save `fig` as PNG file `fname` atomically, and return it"
     try:
-        if fname is not None: write_atomic(fname, lambda t: fig.savefig(t, format='png', dpi=dpi, bbox_inches='tight'))
+        if fname is not None:
+            write_atomic(fname,
+                         lambda t: fig.savefig(t, format='png', dpi=dpi, bbox_inches='tight'))
         return fig
     finally:
         if close: plt.close(fig)
@@ -121,7 +132,8 @@ def _table(results) -> pd.DataFrame:
     if isinstance(results, (str, Path)): return pd.read_csv(results)
     if isinstance(results, pd.DataFrame): return results
     if isinstance(results, (list, tuple)): return pd.DataFrame(list(results))
-    raise TypeError(f"`results` must be a DataFrame, a list of dicts or a CSV file, got {type(results).__name__}.")
+    raise TypeError("`results` must be a DataFrame, a list of dicts or a CSV file, got "
+                    f"{type(results).__name__}.")
 
 def plot_shots(results, # Runs: DataFrame, list of dicts, or CSV file
                y:str='accuracy', # Column to plot
@@ -133,7 +145,9 @@ def plot_shots(results, # Runs: DataFrame, list of dicts, or CSV file
               ):
     "Mean ± std of `y` against `x` (log scale), a line per `hue`, a panel per `col`"
     df = _table(results)
-    if missing := [c for c in (x, y) if c not in df]: raise ValueError(f"`results` has no column {', '.join(missing)}; it has {', '.join(map(str, df.columns))}.")
+    if missing := [c for c in (x, y) if c not in df]:
+        raise ValueError(f"`results` has no column {', '.join(missing)}; it has "
+                         f"{', '.join(map(str, df.columns))}.")
     if not len(df): raise ValueError("`results` is empty.")
     df = df.assign(**{hue: df[hue] if hue in df else y})
     groups = list(df.groupby(col, sort=False)) if col in df else [(None, df)]
@@ -147,10 +161,12 @@ def plot_shots(results, # Runs: DataFrame, list of dicts, or CSV file
             if (a.index > 0).any():
                 a = a[a.index > 0]
                 ax.plot(a.index, a['mean'], 'o-', color=c, label=m)
-                ax.fill_between(a.index, a['mean'] - a['std'], a['mean'] + a['std'], color=c, alpha=0.2)
+                ax.fill_between(a.index, a['mean'] - a['std'], a['mean'] + a['std'], color=c,
+                                alpha=0.2)
             else: ax.axhline(a['mean'].iloc[0], color=c, ls='--', label=m)
         if shots:
-            ax.set_xscale('log', base=2); ax.set_xticks(shots); ax.set_xticklabels([f'{s:g}' for s in shots])
+            ax.set_xscale('log', base=2); ax.set_xticks(shots)
+            ax.set_xticklabels([f'{s:g}' for s in shots])
         ax.set(xlabel='shots per class', ylabel=y, title=name if name is not None else '')
         ax.grid(alpha=0.3)
     for ax in list(axs.flat)[len(groups):]: ax.set_visible(False)
@@ -178,8 +194,8 @@ def plot_confusion(preds, targets, classnames:list,
         for i in range(n):
             for j in range(n):
                 v = cm[i, j].item()
-                ax.text(j, i, f'{v:.2f}' if normalize else f'{int(v)}', ha='center', va='center', fontsize='small',
-                        color='white' if v > cm.max().item() / 2 else 'black')
+                ax.text(j, i, f'{v:.2f}' if normalize else f'{int(v)}', ha='center', va='center',
+                        fontsize='small', color='white' if v > cm.max().item() / 2 else 'black')
     fig.tight_layout()
     return save_fig(fig, fname)
 
@@ -197,7 +213,8 @@ def plot_class_accuracy(preds, targets, classnames:list,
     ax.set_yticks(range(n)); ax.set_yticklabels(st['class'])
     acc = (confusion(preds, targets, n).diag().sum() / len(torch.as_tensor(targets))).item()
     ax.axvline(acc * 100, color='C3', ls='--')
-    ax.set(xlabel='accuracy (%)', xlim=(0, 100), title=f'Per-class accuracy (overall {acc:.1%}, dashed; macro-F1 {st.f1.mean():.3f})')
+    ax.set(xlabel='accuracy (%)', xlim=(0, 100),
+           title=f'Per-class accuracy (overall {acc:.1%}, dashed; macro-F1 {st.f1.mean():.3f})')
     fig.tight_layout()
     return save_fig(fig, fname)
 
@@ -206,7 +223,8 @@ def top_losses(probs, targets, k:int|None=None):
     "The `k` largest cross-entropy losses of `probs` against `targets` and their indices"
     probs, targets = torch.as_tensor(probs).float(), torch.as_tensor(targets).long()
     if probs.dim() != 2 or targets.shape != probs.shape[:1]:
-        raise ValueError(f"Probabilities {tuple(probs.shape)} and targets {tuple(targets.shape)} do not match: give (N, n_cls) and (N,).")
+        raise ValueError(f"Probabilities {tuple(probs.shape)} and targets {tuple(targets.shape)} "
+                         "do not match: give (N, n_cls) and (N,).")
     losses = -probs.gather(1, targets[:, None])[:, 0].clamp(min=1e-12).log()
     return losses.topk(min(k or len(losses), len(losses)))
 
@@ -255,11 +273,13 @@ def plot_top_losses(src, # Images (files, PIL images or tensors), or a `Learner`
         r = _learner_preds(src)
         if r is None:  # not image files: let fastai show the decoded inputs
             from fastai.interpret import ClassificationInterpretation
-            with _kept_history(src): ClassificationInterpretation.from_learner(src).plot_top_losses(k)
+            with _kept_history(src):
+                ClassificationInterpretation.from_learner(src).plot_top_losses(k)
             return save_fig(plt.gcf(), fname)
         src, probs, targets, classnames = r
     if probs is None or targets is None or classnames is None:
-        raise ValueError("plot_top_losses needs `probs`, `targets` and `classnames` with images (or a Learner).")
+        raise ValueError("plot_top_losses needs `probs`, `targets` and `classnames` with images "
+                         "(or a Learner).")
     if len(src) != len(probs): raise ValueError(f"{len(src)} images but {len(probs)} predictions.")
     losses, idx = top_losses(probs, targets, k)
     probs, targets = torch.as_tensor(probs), torch.as_tensor(targets)
@@ -268,7 +288,8 @@ def plot_top_losses(src, # Images (files, PIL images or tensors), or a `Learner`
     for ax, l, i in zip(axs.flat, losses.tolist(), idx.tolist()):
         t, p = int(targets[i]), int(probs[i].argmax())
         ax.imshow(_show(src[i], pre))
-        ax.set_title(f'{classnames[p]}/{classnames[t]}\n{l:.2f} / {float(probs[i, t]):.2f}', fontsize='small')
+        ax.set_title(f'{classnames[p]}/{classnames[t]}\n{l:.2f} / {float(probs[i, t]):.2f}',
+                     fontsize='small')
     for ax in axs.flat: ax.axis('off')
     fig.suptitle('Prediction/Actual\nLoss/Probability of actual', fontsize='small')
     fig.tight_layout()
@@ -279,7 +300,8 @@ def _history(learn) -> pd.DataFrame:
     "Per-epoch table of `learn.recorder`, as `CSVLogger` writes it"
     r = learn.recorder
     names = [n for n in r.metric_names[1:] if n != 'time']
-    return pd.DataFrame([list(v)[:len(names)] for v in r.values], columns=names[:len(r.values[0])] if r.values else names)
+    return pd.DataFrame([list(v)[:len(names)] for v in r.values],
+                        columns=names[:len(r.values[0])] if r.values else names)
 
 def plot_training(src, # A `Learner` after training, or a per-epoch table (DataFrame or CSV file, as `CSVLogger` writes)
                   fname=None, # Save the figure as this PNG
@@ -289,9 +311,11 @@ def plot_training(src, # A `Learner` after training, or a per-epoch table (DataF
     if isinstance(src, Learner):
         r = getattr(src, 'recorder', None)
         if r is None or not r.losses:
-            raise ValueError("This Learner has no training history: fit it first (fastai's `get_preds` and `validate` "
-                             "clear the history, so plot it before calling them).")
-        r.plot_loss(skip_start=min(5, len(r.losses) // 10), with_valid='valid_loss' in r.metric_names, ax=a1)
+            raise ValueError("This Learner has no training history: fit it first (fastai's "
+                             "`get_preds` and `validate` clear the history, so plot it before "
+                             "calling them).")
+        r.plot_loss(skip_start=min(5, len(r.losses) // 10),
+                    with_valid='valid_loss' in r.metric_names, ax=a1)
         h = _history(src)
         h.index = range(1, len(h) + 1)
     else:

@@ -27,19 +27,22 @@ __all__ = ['kgcoop_templates', 'prograd_templates', 'dls_dataset', 'hand_templat
 # %% ../nbs/12_kg.ipynb #0572d2e5
 _imagenets = ('ImageNet', 'ImageNetSketch', 'ImageNetV2', 'ImageNetA', 'ImageNetR')
 kgcoop_templates = {  # KgCoOp's CUSTOM_TEMPLATES (trainers/kgcoop.py)
-    'OxfordPets': 'a photo of a {}, a type of pet.', 'OxfordFlowers': 'a photo of a {}, a type of flower.',
-    'FGVCAircraft': 'a photo of a {}, a type of aircraft.', 'DescribableTextures': 'a photo of a {}, a type of texture.',
+    'OxfordPets': 'a photo of a {}, a type of pet.',
+    'OxfordFlowers': 'a photo of a {}, a type of flower.',
+    'FGVCAircraft': 'a photo of a {}, a type of aircraft.',
+    'DescribableTextures': 'a photo of a {}, a type of texture.',
     'EuroSAT': 'a centered satellite photo of {}.', 'StanfordCars': 'a photo of a {}.',
-    'Food101': 'a photo of {}, a type of food.',
-    'SUN397': 'a photo of a {}.', 'Caltech101': 'a photo of a {}.', 'UCF101': 'a photo of a person doing {}.',
+    'Food101': 'a photo of {}, a type of food.', 'SUN397': 'a photo of a {}.',
+    'Caltech101': 'a photo of a {}.', 'UCF101': 'a photo of a person doing {}.',
     **{k: 'a photo of a {}.' for k in _imagenets}}
 prograd_templates = {  # ProGrad's CUSTOM_TEMPLATES (trainers/prograd.py): the class name last, the words start the context
-    'OxfordPets': 'a type of pet, a photo of a {}.', 'OxfordFlowers': 'a type of flower, a photo of a {}.',
-    'FGVCAircraft': 'a type of aircraft, a photo of a {}.', 'DescribableTextures': 'a texture of {}.',
-    'EuroSAT': 'a centered satellite photo of {}.', 'StanfordCars': 'a photo of a {}.',
-    'Food101': 'a type of food, a photo of {}.',
-    'SUN397': 'a photo of a {}.', 'Caltech101': 'a photo of a {}.', 'UCF101': 'a photo of a person doing {}.',
-    **{k: 'a photo of a {}.' for k in _imagenets}}
+    'OxfordPets': 'a type of pet, a photo of a {}.',
+    'OxfordFlowers': 'a type of flower, a photo of a {}.',
+    'FGVCAircraft': 'a type of aircraft, a photo of a {}.',
+    'DescribableTextures': 'a texture of {}.', 'EuroSAT': 'a centered satellite photo of {}.',
+    'StanfordCars': 'a photo of a {}.', 'Food101': 'a type of food, a photo of {}.',
+    'SUN397': 'a photo of a {}.', 'Caltech101': 'a photo of a {}.',
+    'UCF101': 'a photo of a person doing {}.', **{k: 'a photo of a {}.' for k in _imagenets}}
 
 # %% ../nbs/12_kg.ipynb #625490ec
 def _benchmark(name):
@@ -56,15 +59,19 @@ def hand_template(template:str|None, # A template with '{}' for the class name, 
                   table:dict, # The method's templates by dataset
                  ) -> str:
     "The hand-crafted template: `template`, else `table`'s for `dataset`, else 'a photo of a {}.'"
-    if template is None: return table.get(_benchmark(dataset), 'a photo of a {}.') if dataset else 'a photo of a {}.'
+    if template is None:
+        return table.get(_benchmark(dataset), 'a photo of a {}.') if dataset else 'a photo of a {}.'
     if not isinstance(template, str):
-        raise TypeError(f"`template` must be one template or a dataset name, got {type(template).__name__}.")
+        raise TypeError("`template` must be one template or a dataset name, got "
+                        f"{type(template).__name__}.")
     if '{}' in template:
-        if template.count('{}') != 1: raise ValueError(f"A template needs exactly one '{{}}' for the class name, got {template!r}.")
+        if template.count('{}') != 1:
+            raise ValueError(f"A template needs exactly one '{{}}' for the class name, got "
+                             f"{template!r}.")
         return template
     if (name := _benchmark(template)) in table: return table[name]
-    raise ValueError(f"Unknown template {template!r}: give a template with '{{}}' for the class name, or a dataset name "
-                     f"({', '.join(table)}).")
+    raise ValueError(f"Unknown template {template!r}: give a template with '{{}}' for the class "
+                     f"name, or a dataset name ({', '.join(table)}).")
 
 # %% ../nbs/12_kg.ipynb #f024e88e
 def check_guided(pm, # The learner's `PromptModel`
@@ -72,10 +79,12 @@ def check_guided(pm, # The learner's `PromptModel`
                 ):
     "Raise an error unless `pm` trains a CoOp context whose text features do not depend on the image"
     if getattr(pm, 'conditional', False):
-        raise TypeError(f"{who} does not support {type(pm).__name__}: its text features depend on the image (as CoCoOp's do), "
-                        f"and {who} is defined on CoOp's context; train a CoOpModel (coop_learner).")
+        raise TypeError(f"{who} does not support {type(pm).__name__}: its text features depend on "
+                        f"the image (as CoCoOp's do), and {who} is defined on CoOp's context; "
+                        "train a CoOpModel (coop_learner).")
     if not isinstance(pm, CoOpModel):
-        raise TypeError(f"{who} trains CoOp's context: it needs a CoOpModel, but this Learner's model is a {type(pm).__name__}.")
+        raise TypeError(f"{who} trains CoOp's context: it needs a CoOpModel, but this Learner's "
+                        f"model is a {type(pm).__name__}.")
 
 class TextGuide(Callback):
     "Base of `KgCoOp` and `ProGrad`: `w0`, the hand-crafted prompt's text features of the model's classes, while training"
@@ -98,7 +107,8 @@ class TextGuide(Callback):
 
     def before_batch(self):
         "Compute `w0` when the model's class names are not those it was computed for"
-        if self.names != list(self.pm.classnames): self.w0, self.names = self.targets(), list(self.pm.classnames)
+        if self.names != list(self.pm.classnames):
+            self.w0, self.names = self.targets(), list(self.pm.classnames)
 
 # %% ../nbs/12_kg.ipynb #b9804d73
 def kgcoop_score(w, # Text features of the learned prompts `(n_cls, dim)`
@@ -143,7 +153,9 @@ class KgCoOp(TextGuide):
     def after_loss(self):
         "Add the knowledge-guided term to the training loss"
         w = self.capture.w
-        if w is None: raise RuntimeError("KgCoOp found no text features of this batch: the model did not encode its prompts.")
+        if w is None:
+            raise RuntimeError("KgCoOp found no text features of this batch: the model did not "
+                               "encode its prompts.")
         self.score = kgcoop_score(w, self.w0)
         self.learn.loss_grad = self.loss_grad + self.lam * self.score
         self.learn.loss = self.learn.loss_grad.clone()
@@ -163,7 +175,8 @@ def prograd_kl(s, # The model's logits `(batch, n_cls)`
               ):
     "ProGrad's distillation term (`ProGradLoss`): −Σ_c softmax(t/T)_c · log_softmax(s/T)_c · T², mean over the batch"
     with torch.autocast(s.device.type, enabled=False):
-        return (-F.softmax(t.float() / T, -1) * F.log_softmax(s.float() / T, -1) * T * T).sum(1).mean()
+        return (-F.softmax(t.float() / T, -1) * F.log_softmax(s.float() / T, -1)
+                * T * T).sum(1).mean()
 
 def prograd_project(g, # Gradient of the loss
                     g_kl, # Gradient of the distillation term
@@ -171,7 +184,8 @@ def prograd_project(g, # Gradient of the loss
                    ):
     "ProGrad's step direction: `g − lam (g · ĝ_kl) ĝ_kl` where cos(g, g_kl) < 0, else `g`; and whether it projected"
     b = g_kl / torch.linalg.norm(g_kl)
-    conflict = torch.dot((g / torch.linalg.norm(g)).flatten(), b.flatten()) < 0  # False for a zero norm (NaN), as officially
+    conflict = torch.dot((g / torch.linalg.norm(g)).flatten(),
+                         b.flatten()) < 0  # False for a zero norm (NaN), as officially
     return torch.where(conflict, g - lam * torch.dot(g.flatten(), b.flatten()) * b, g), conflict
 
 # %% ../nbs/12_kg.ipynb #61c0a42d
@@ -201,7 +215,8 @@ class ProGrad(TextGuide):
         "Check the model and the callbacks; start counting projected steps"
         super().before_fit()
         if self.learn.cbs.filter(risinstance(GradientAccumulation)):
-            raise ValueError("ProGrad projects the gradient of each batch; it cannot accumulate gradients (GradientAccumulation).")
+            raise ValueError("ProGrad projects the gradient of each batch; it cannot accumulate "
+                             "gradients (GradientAccumulation).")
         self.n_projected = 0
 
     def before_batch(self):
@@ -249,11 +264,15 @@ def template_ctx(clip, # open_clip CLIP model
     "ProGrad's initial context `(n_ctx, width)`: the token embeddings of `template`'s words before ' {}.', after zero vectors"
     words = template.replace(' {}.', '').replace('_', ' ')
     if '{}' in words:
-        raise ValueError(f"ProGrad's context starts from the words of a template that ends in ' {{}}.'; {template!r} does not: "
-                         "give another template, or ctx_init=None (random) or words.")
+        raise ValueError("ProGrad's context starts from the words of a template that ends in "
+                         f"' {{}}.'; {template!r} does not: give another template, or "
+                         "ctx_init=None (random) or words.")
     k = len(words.split(' '))  # words, as the official code counts them; the first k tokens are taken
-    if k > n_ctx: raise ValueError(f"The template {template!r} has {k} words, more than the n_ctx={n_ctx} context vectors.")
-    ids = ([bpe_tokenizer.sot_token_id] + bpe_tokenizer.encode(words) + [bpe_tokenizer.eot_token_id] + [0] * k)[1:1 + k]
+    if k > n_ctx:
+        raise ValueError(f"The template {template!r} has {k} words, more than the n_ctx={n_ctx} "
+                         "context vectors.")
+    ids = ([bpe_tokenizer.sot_token_id] + bpe_tokenizer.encode(words) + [bpe_tokenizer.eot_token_id]
+           + [0] * k)[1:1 + k]
     emb = text_tower(clip).token_embedding
     with torch.no_grad(): e = emb(torch.tensor(ids, device=emb.weight.device)).float()
     return torch.cat([e.new_zeros(n_ctx - k, e.shape[1]), e])
@@ -270,10 +289,12 @@ def prograd_model(clip_model, # open_clip CLIP model
                  ) -> CoOpModel:
     "A `CoOpModel` whose context starts as ProGrad's (`ctx_init='template'`: `template_ctx`), or as CoOp's"
     init = ctx_init == 'template'
-    m = CoOpModel(clip_model, classnames, n_ctx, None if init else ctx_init, csc, class_token_position, text_path)
+    m = CoOpModel(clip_model, classnames, n_ctx, None if init else ctx_init, csc,
+                  class_token_position, text_path)
     if init:
         pl = m.prompt_learner
-        with torch.no_grad(): pl.ctx.copy_(template_ctx(clip_model, template, pl.n_ctx).expand_as(pl.ctx))
+        with torch.no_grad():
+            pl.ctx.copy_(template_ctx(clip_model, template, pl.n_ctx).expand_as(pl.ctx))
     return m
 
 @delegates(clip_learner, but=['make_model', 'method'])
@@ -290,9 +311,10 @@ def kgcoop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` na
                    cbs=None, # Extra callbacks
                    **kwargs):
     "A `Learner` that trains CoOp's context for the classes of `dls` with KgCoOp's knowledge-guided term"
-    make = partial(CoOpModel, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc, class_token_position=class_token_position,
-                   text_path=text_path)
-    return clip_learner(dls, make, arch, pretrained, method='kgcoop', cbs=L(cbs) + KgCoOp(lam, template), **kwargs)
+    make = partial(CoOpModel, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc,
+                   class_token_position=class_token_position, text_path=text_path)
+    return clip_learner(dls, make, arch, pretrained, method='kgcoop',
+                        cbs=L(cbs) + KgCoOp(lam, template), **kwargs)
 
 @delegates(clip_learner, but=['make_model', 'method'])
 def prograd_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
@@ -325,12 +347,16 @@ def method_label(title:str, config:dict) -> str:
     "CoOp's name of a variant with `config`, under the method's `title`, e.g. 'KgCoOp (M=4, end, init \"a photo of a\")'"
     return coop_label(config).replace('CoOp', title, 1)
 
-register_method(Method('kgcoop', 'KgCoOp', CoOpModel, kgcoop_learner, epochs=kgcoop_epochs, lr=2e-3, bs=128,
-                       hparams=dict(n_ctx=4, ctx_init='a photo of a', csc=False, class_token_position='end', lam=8.0, template=None),
+register_method(Method('kgcoop', 'KgCoOp', CoOpModel, kgcoop_learner,
+                       epochs=kgcoop_epochs, lr=2e-3, bs=128,
+                       hparams=dict(n_ctx=4, ctx_init='a photo of a', csc=False,
+                                    class_token_position='end', lam=8.0, template=None),
                        cbs=(KgCoOp,), label=partial(method_label, 'KgCoOp'),
-                       paper='Yao et al., Visual-Language Prompt Tuning with Knowledge-guided Context Optimization, CVPR 2023'))
-register_method(Method('prograd', 'ProGrad', CoOpModel, prograd_learner, epochs=paper_epochs, lr=2e-3, bs=32,
-                       hparams=dict(n_ctx=16, ctx_init='template', csc=False, class_token_position='end', lam=1.0, T=1.0,
-                                    template=None),
+                       paper='Yao et al., Visual-Language Prompt Tuning with Knowledge-guided '
+                             'Context Optimization, CVPR 2023'))
+register_method(Method('prograd', 'ProGrad', CoOpModel, prograd_learner,
+                       epochs=paper_epochs, lr=2e-3, bs=32,
+                       hparams=dict(n_ctx=16, ctx_init='template', csc=False,
+                                    class_token_position='end', lam=1.0, T=1.0, template=None),
                        cbs=(ProGrad,), label=partial(method_label, 'ProGrad'),
                        paper='Zhu et al., Prompt-aligned Gradient for Prompt Tuning, ICCV 2023'))

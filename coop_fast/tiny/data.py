@@ -19,7 +19,8 @@ animals = ('bear', 'bird', 'cat', 'cow', 'dog', 'elephant', 'giraffe', 'horse', 
 
 def _pkg_dir(pkg, install):
     spec = importlib.util.find_spec(pkg)
-    if spec is None: raise ModuleNotFoundError(f"coop_fast.tiny needs the package {pkg!r}: {install}")
+    if spec is None:
+        raise ModuleNotFoundError(f"coop_fast.tiny needs the package {pkg!r}: {install}")
     return Path(spec.submodule_search_locations[0])
 
 
@@ -52,8 +53,9 @@ def split_idx(n:int, n_held:int, held:bool, seed:int=42) -> np.ndarray:
     return np.sort(p[:n_held] if held else p[n_held:])
 
 # %% ../../nbs/08b_tiny_data.ipynb #96f2cd02
-_leads = ['', '', '', 'a picture of ', 'an image of ', 'a drawing of ', 'a photo of ', 'clip art of ',
-          'an illustration of ', 'a rendering of ', 'a close-up of ', 'there is ', 'this is ', 'a simple ']
+_leads = ['', '', '', 'a picture of ', 'an image of ', 'a drawing of ', 'a photo of ',
+          'clip art of ', 'an illustration of ', 'a rendering of ', 'a close-up of ', 'there is ',
+          'this is ', 'a simple ']
 
 def _art(w): return ('an ' if w[0] in 'aeiou' else 'a ') + w
 
@@ -66,9 +68,12 @@ def shape_caption(a:dict, rng) -> str:
     if r < 0.05: core = f"something {color}"
     elif r < 0.12: core = f"{_art(shape)} that is {color}"
     elif outline:
-        core = pick(rng, [f"the outline of {_art(' '.join(adj + [shape]))}", f"{_art(' '.join(adj + [shape]))} outline",
-                          f"a sketch of {_art(' '.join(adj + [shape]))}", f"a hollow {' '.join(adj + [shape])}",
-                          f"a line drawing of {_art(' '.join(adj + [shape]))}"])
+        core = pick(rng,
+                    [f"the outline of {_art(' '.join(adj + [shape]))}",
+                     f"{_art(' '.join(adj + [shape]))} outline",
+                     f"a sketch of {_art(' '.join(adj + [shape]))}",
+                     f"a hollow {' '.join(adj + [shape])}",
+                     f"a line drawing of {_art(' '.join(adj + [shape]))}"])
     else: core = _art(' '.join(adj + [shape]))
     lead = '' if core.startswith(('a sketch', 'a line', 'the outline')) else pick(rng, _leads)
     if lead.endswith('a simple ') and core.startswith(('a ', 'an ')): core = core.split(' ', 1)[1]
@@ -78,7 +83,9 @@ def shape_caption(a:dict, rng) -> str:
     if rng.random() < 0.3:
         bgc = a['bg_colors'][0]
         s += (f" on a {bgc} background" if a['bg'] == 'plain' else
-              pick(rng, [f" on a {a['bg']} background", f" against a {a['bg']} {bgc} background", f" with a {a['bg']} background"]))
+              pick(rng,
+                   [f" on a {a['bg']} background", f" against a {a['bg']} {bgc} background",
+                    f" with a {a['bg']} background"]))
     return s if rng.random() < 0.7 else s + '.'
 
 # %% ../../nbs/08b_tiny_data.ipynb #fc5c8174
@@ -87,7 +94,8 @@ def _num(d, rng): return digit_words[d] if rng.random() < 0.5 else str(d)
 def _look_words(look, rng):
     "Optional colour/background words for a digit or silhouette"
     if look['look'] == 'color' and rng.random() < 0.5:
-        return f" in {look['color']}" + (f" on a {look['bg']} background" if look['bg'] != 'plain' and rng.random() < 0.5 else '')
+        return f" in {look['color']}" + (f" on a {look['bg']} background" if look['bg'] != 'plain'
+                                         and rng.random() < 0.5 else '')
     if look['look'] == 'inverse' and rng.random() < 0.3: return ' in black on white'
     return ''
 
@@ -97,22 +105,35 @@ def digit_caption(d:int, look:dict, rng, typed:str|None=None, outline:bool=False
     if typed:
         fam = typed.lower()
         style = 'serif' if 'serif' in fam else 'monospace' if 'mono' in fam else 'sans-serif'
-        style = pick(rng, [style, style, 'bold' if 'bold' in fam else style, 'italic' if ('italic' in fam or 'oblique' in fam) else style])
-        t = pick(rng, [f"the number {n} in {_art(style)} font", f"a printed {n}", f"the digit {n}, typed", f"a typed {n}",
-                       f"{n} in {style} type", f"the numeral {n} printed in a {style} typeface", f"{_art(style)} {n}"])
+        style = pick(rng,
+                     [style, style, 'bold' if 'bold' in fam else style,
+                      'italic' if ('italic' in fam or 'oblique' in fam) else style])
+        t = pick(rng,
+                 [f"the number {n} in {_art(style)} font", f"a printed {n}",
+                  f"the digit {n}, typed", f"a typed {n}", f"{n} in {style} type",
+                  f"the numeral {n} printed in a {style} typeface", f"{_art(style)} {n}"])
     else:
-        t = pick(rng, [f"a handwritten {n}", f"the digit {n}", f"the number {n}", f"a handwritten digit {n}",
-                       f"{n}, written by hand", f"a scan of a handwritten {n}", f"an image of the number {n}",
-                       f"a photo of the number {n}", f"the numeral {n}", f"a hand-drawn {n}", f"a scribbled {n}"])
+        t = pick(rng,
+                 [f"a handwritten {n}", f"the digit {n}", f"the number {n}",
+                  f"a handwritten digit {n}", f"{n}, written by hand",
+                  f"a scan of a handwritten {n}", f"an image of the number {n}",
+                  f"a photo of the number {n}", f"the numeral {n}", f"a hand-drawn {n}",
+                  f"a scribbled {n}"])
     if outline: t = pick(rng, ["an outline of ", "a hollow version of ", "a sketch of "]) + t
     return t + _look_words(look, rng) + ('.' if rng.random() < 0.3 else '')
 
 def animal_caption(k:int, look:dict, rng, outline:bool=False) -> str:
     "A caption of the silhouette of animal `k`"
     a = animals[k]
-    if outline: t = pick(rng, [f"an outline of {_art(a)}", f"a sketch of {_art(a)}", f"a line drawing of {_art(a)}",
-                                f"the contour of {_art(a)}", f"{_art(a)} outline"])
-    else: t = pick(rng, [f"a silhouette of {_art(a)}", f"{_art(a)} silhouette", f"the shape of {_art(a)}", _art(a),
-                         f"a black and white picture of {_art(a)}", f"an image of {_art(a)}", f"a photo of {_art(a)}",
-                         f"{_art(a)} in profile", f"a drawing of {_art(a)}", f"the {a}", f"a cutout of {_art(a)}"])
+    if outline:
+        t = pick(rng,
+                 [f"an outline of {_art(a)}", f"a sketch of {_art(a)}",
+                  f"a line drawing of {_art(a)}", f"the contour of {_art(a)}",
+                  f"{_art(a)} outline"])
+    else:
+        t = pick(rng,
+                 [f"a silhouette of {_art(a)}", f"{_art(a)} silhouette", f"the shape of {_art(a)}",
+                  _art(a), f"a black and white picture of {_art(a)}", f"an image of {_art(a)}",
+                  f"a photo of {_art(a)}", f"{_art(a)} in profile", f"a drawing of {_art(a)}",
+                  f"the {a}", f"a cutout of {_art(a)}"])
     return t + _look_words(look, rng) + ('.' if rng.random() < 0.3 else '')

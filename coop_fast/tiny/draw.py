@@ -18,9 +18,10 @@ __all__ = ['S', 'colors', 'shapes', 'backgrounds', 'positions9', 'pretrain_fonts
 S = 32  # image size of coop-tiny
 _SS = 4  # supersampling factor
 
-colors = {'red': (220, 40, 40), 'green': (40, 170, 60), 'blue': (40, 80, 225), 'yellow': (245, 220, 40),
-          'orange': (245, 140, 30), 'purple': (140, 60, 190), 'pink': (245, 135, 195), 'white': (245, 245, 245),
-          'black': (15, 15, 15), 'gray': (128, 128, 128)}
+colors = {'red': (220, 40, 40), 'green': (40, 170, 60), 'blue': (40, 80, 225),
+          'yellow': (245, 220, 40), 'orange': (245, 140, 30), 'purple': (140, 60, 190),
+          'pink': (245, 135, 195), 'white': (245, 245, 245), 'black': (15, 15, 15),
+          'gray': (128, 128, 128)}
 
 def _poly(name):
     "Unit polygon(s) of shape `name`: list of (points, fill) with points in [-1, 1]"
@@ -36,16 +37,21 @@ def _poly(name):
         return [(p, 1)]
     if name == 'heart':
         s = np.linspace(0, 2 * np.pi, 60)
-        return [(np.stack([16 * np.sin(s)**3, 13 * np.cos(s) - 5 * np.cos(2*s) - 2 * np.cos(3*s) - np.cos(4*s)], 1) / 16 + [0, 0.1], 1)]
+        return [(np.stack([16 * np.sin(s)**3,
+                           13 * np.cos(s) - 5 * np.cos(2*s) - 2 * np.cos(3*s) - np.cos(4*s)],
+                          1) / 16 + [0, 0.1], 1)]
     if name == 'cross':
         a, b = 0.32, 1.
-        return [(np.array([[-a, b], [a, b], [a, a], [b, a], [b, -a], [a, -a], [a, -b], [-a, -b], [-a, -a], [-b, -a], [-b, a], [-a, a]]), 1)]
+        return [(np.array([[-a, b], [a, b], [a, a], [b, a], [b, -a], [a, -a], [a, -b], [-a, -b],
+                           [-a, -a], [-b, -a], [-b, a], [-a, a]]), 1)]
     if name == 'crescent': return [(ring(48), 1), (ring(48, 0.85) + [0.45, 0.2], 0)]
     if name == 'arrow':
-        return [(np.array([[-1, 0.17], [0.15, 0.17], [0.15, 0.5], [1, 0], [0.15, -0.5], [0.15, -0.17], [-1, -0.17]]), 1)]
+        return [(np.array([[-1, 0.17], [0.15, 0.17], [0.15, 0.5], [1, 0], [0.15, -0.5],
+                           [0.15, -0.17], [-1, -0.17]]), 1)]
     raise ValueError(f"Unknown shape {name!r}.")
 
-shapes = ('circle', 'square', 'triangle', 'star', 'heart', 'cross', 'hexagon', 'diamond', 'crescent', 'arrow')
+shapes = ('circle', 'square', 'triangle', 'star', 'heart', 'cross', 'hexagon', 'diamond',
+          'crescent', 'arrow')
 
 # %% ../../nbs/08a_tiny_draw.ipynb #33132196
 def _outline(m:Image.Image, width=1.4):
@@ -87,7 +93,8 @@ def background(kind:str, c1, c2, rng) -> np.ndarray:
         u = [x, y, x + y, x - y][rng.integers(4)]
         w = ((u + rng.integers(p)) % p < p / 2).astype(np.float32)
     elif kind == 'dotted':
-        w = ((((x + rng.integers(p)) % p - p / 2)**2 + ((y + rng.integers(p)) % p - p / 2)**2) < (p / 4)**2 + 0.5).astype(np.float32)
+        w = ((((x + rng.integers(p)) % p - p / 2)**2
+              + ((y + rng.integers(p)) % p - p / 2)**2) < (p / 4)**2 + 0.5).astype(np.float32)
     elif kind == 'checkered': w = (((x // (p / 2)) + (y // (p / 2))) % 2).astype(np.float32)
     elif kind == 'noisy': w = rng.random((S, S)).astype(np.float32)
     elif kind == 'gradient':
@@ -105,9 +112,9 @@ def paint(mask, fg, bg:np.ndarray, rng=None, noise:float=0.02) -> np.ndarray:
     return (im.clip(0, 1) * 255).round().astype(np.uint8)
 
 # %% ../../nbs/08a_tiny_draw.ipynb #1917dbc2
-positions9 = {'top left': (0.27, 0.27), 'top': (0.5, 0.27), 'top right': (0.73, 0.27), 'left': (0.27, 0.5),
-              'center': (0.5, 0.5), 'right': (0.73, 0.5), 'bottom left': (0.27, 0.73), 'bottom': (0.5, 0.73),
-              'bottom right': (0.73, 0.73)}
+positions9 = {'top left': (0.27, 0.27), 'top': (0.5, 0.27), 'top right': (0.73, 0.27),
+              'left': (0.27, 0.5), 'center': (0.5, 0.5), 'right': (0.73, 0.5),
+              'bottom left': (0.27, 0.73), 'bottom': (0.5, 0.73), 'bottom right': (0.73, 0.73)}
 
 def pick(rng, xs):
     "An item of `xs` drawn with numpy generator `rng`"
@@ -133,7 +140,8 @@ def draw_shape(a:dict, rng) -> np.ndarray:
     cx, cy = positions9[a['pos']]
     j = 0.03 if a['size'] == 'small' else 0.06
     ang = rng.uniform(-15, 15) + (90 * rng.integers(4) if a['shape'] == 'arrow' else 0)
-    m = shape_mask(a['shape'], r, (cx + rng.uniform(-j, j), cy + rng.uniform(-j, j)), ang, a['style'] == 'outline')
+    m = shape_mask(a['shape'], r, (cx + rng.uniform(-j, j), cy + rng.uniform(-j, j)), ang,
+                   a['style'] == 'outline')
     c1, c2 = (colors[c] for c in a['bg_colors'])
     return paint(m, colors[a['color']], background(a['bg'], c1, c2, rng), rng)
 
@@ -142,10 +150,12 @@ def _font_dir():
     import matplotlib
     return Path(matplotlib.get_data_path())/'fonts'/'ttf'
 
-pretrain_fonts = ('DejaVuSans', 'DejaVuSans-Bold', 'DejaVuSans-Oblique', 'DejaVuSans-BoldOblique', 'DejaVuSerif',
-                  'DejaVuSerif-Bold', 'DejaVuSerif-Italic', 'DejaVuSerif-BoldItalic', 'DejaVuSansMono',
-                  'DejaVuSansMono-Bold', 'DejaVuSansMono-Oblique', 'DejaVuSansMono-BoldOblique')
-heldout_fonts = ('STIXGeneral', 'STIXGeneralBol', 'STIXGeneralItalic', 'STIXGeneralBolIta', 'cmr10', 'cmss10', 'cmtt10', 'cmb10')
+pretrain_fonts = ('DejaVuSans', 'DejaVuSans-Bold', 'DejaVuSans-Oblique', 'DejaVuSans-BoldOblique',
+                  'DejaVuSerif', 'DejaVuSerif-Bold', 'DejaVuSerif-Italic', 'DejaVuSerif-BoldItalic',
+                  'DejaVuSansMono', 'DejaVuSansMono-Bold', 'DejaVuSansMono-Oblique',
+                  'DejaVuSansMono-BoldOblique')
+heldout_fonts = ('STIXGeneral', 'STIXGeneralBol', 'STIXGeneralItalic', 'STIXGeneralBolIta', 'cmr10',
+                 'cmss10', 'cmtt10', 'cmb10')
 
 @functools.lru_cache(None)
 def _font(name, size): return ImageFont.truetype(str(_font_dir()/f'{name}.ttf'), size)
@@ -159,11 +169,13 @@ def char_mask(ch:str, font:str, height:float=0.7, center=(0.5, 0.5), angle:float
     m = m.rotate(angle, resample=Image.BILINEAR, center=(n, n))
     bb = m.getbbox() or (n, n, n + 1, n + 1)
     cx, cy = (bb[0] + bb[2]) / 2, (bb[1] + bb[3]) / 2
-    m = m.crop((int(cx - center[0] * n), int(cy - center[1] * n), int(cx - center[0] * n) + n, int(cy - center[1] * n) + n))
+    m = m.crop((int(cx - center[0] * n), int(cy - center[1] * n), int(cx - center[0] * n) + n,
+                int(cy - center[1] * n) + n))
     return _down(m)
 
 # %% ../../nbs/08a_tiny_draw.ipynb #ab5247ef
-def place(img:np.ndarray, rng, scale=(0.75, 1.), shift:float=0.08, outline:bool=False) -> np.ndarray:
+def place(img:np.ndarray, rng, scale=(0.75, 1.), shift:float=0.08,
+          outline:bool=False) -> np.ndarray:
     "Mask `(S, S)` from grey image `img` resized by `scale` of the canvas and moved by up to `shift`"
     n = S * _SS
     s = int(rng.uniform(*scale) * n)
@@ -176,17 +188,23 @@ def place(img:np.ndarray, rng, scale=(0.75, 1.), shift:float=0.08, outline:bool=
 def random_look(rng, p_plain:float=0.5, p_inverse:float=0.2) -> dict:
     "Colours and background of a digit or silhouette: white on black, black on white, or random"
     r = rng.random()
-    if r < p_plain: return dict(look='plain', color='white', bg='plain', bg_colors=('black', 'black'))
-    if r < p_plain + p_inverse: return dict(look='inverse', color='black', bg='plain', bg_colors=('white', 'white'))
+    if r < p_plain:
+        return dict(look='plain', color='white', bg='plain', bg_colors=('black', 'black'))
+    if r < p_plain + p_inverse:
+        return dict(look='inverse', color='black', bg='plain', bg_colors=('white', 'white'))
     a = random_shape(rng)
     return dict(look='color', color=a['color'], bg=a['bg'], bg_colors=a['bg_colors'])
 
 def draw_look(mask, look:dict, rng) -> np.ndarray:
     "Paint `mask` with the colours of `look` (from `random_look`)"
     c1, c2 = (colors[c] for c in look['bg_colors'])
-    return paint(mask, colors[look['color']], background(look['bg'], c1, c2, rng), rng, look.get('noise', 0.02))
+    return paint(mask, colors[look['color']], background(look['bg'], c1, c2, rng), rng,
+                 look.get('noise', 0.02))
 
 # %% ../../nbs/08a_tiny_draw.ipynb #eb1af8da
 _plain = dict(look='plain', color='white', bg='plain', bg_colors=('black', 'black'))
-looks = {'plain': lambda rng: _plain, 'inverse': lambda rng: dict(look='inverse', color='black', bg='plain', bg_colors=('white', 'white')),
-         'color': lambda rng: random_look(rng, p_plain=0, p_inverse=0), 'noisy': lambda rng: {**_plain, 'noise': 0.15}}
+looks = {'plain': lambda rng: _plain,
+         'inverse': lambda rng: dict(look='inverse', color='black', bg='plain',
+                                     bg_colors=('white', 'white')),
+         'color': lambda rng: random_look(rng, p_plain=0, p_inverse=0),
+         'noisy': lambda rng: {**_plain, 'noise': 0.15}}

@@ -20,16 +20,21 @@ __all__ = ['array_features', 'zeroshot_acc', 'fewshot_idx', 'feature_dls', 'coop
 def array_features(model, ims:np.ndarray, bs:int=512) -> torch.Tensor:
     "Image features of uint8 images `ims` `(n, S, S, 3)` from CLIP `model`, preprocessed as `clip_pre(model)` says"
     p = clip_pre(model)
-    if ims.shape[1:3] != (p.size, p.size): raise ValueError(f"Images are {ims.shape[1]}×{ims.shape[2]}; this CLIP takes {p.size}×{p.size}.")
+    if ims.shape[1:3] != (p.size, p.size):
+        raise ValueError(f"Images are {ims.shape[1]}×{ims.shape[2]}; this CLIP takes "
+                         f"{p.size}×{p.size}.")
     dev = next(model.parameters()).device
     with torch.no_grad():
-        return torch.cat([model.encode_image(to_input(ims[i:i + bs], p.mean, p.std).to(dev)).float().cpu() for i in range(0, len(ims), bs)])
+        return torch.cat([model.encode_image(to_input(ims[i:i + bs], p.mean, p.std).to(dev)).float().cpu()
+                          for i in range(0, len(ims), bs)])
 
 def zeroshot_acc(model, task:str, feats:torch.Tensor, labels, prompt:str|None=None) -> float:
     "Accuracy (%) of zero-shot classification of image `feats` with the hand-crafted `prompt` of `task`"
     t = tasks[task]
     dev = next(model.parameters()).device
-    with torch.no_grad(): tf = model.encode_text(open_clip.tokenize([(prompt or t.prompt).format(c) for c in t.classnames]).to(dev)).float().cpu()
+    with torch.no_grad():
+        tf = model.encode_text(open_clip.tokenize([(prompt or t.prompt).format(c)
+                                                   for c in t.classnames]).to(dev)).float().cpu()
     pred = (F.normalize(feats, dim=-1) @ F.normalize(tf, dim=-1).t()).argmax(-1)
     return (pred == torch.as_tensor(labels)).float().mean().item() * 100
 
@@ -37,7 +42,8 @@ def zeroshot_acc(model, task:str, feats:torch.Tensor, labels, prompt:str|None=No
 def fewshot_idx(labels, shots:int, seed:int=0) -> np.ndarray:
     "Indices of `shots` items per class of `labels`, drawn with `seed`"
     labels, rng = np.asarray(labels), np.random.default_rng(seed)
-    return np.concatenate([rng.choice(np.where(labels == k)[0], shots, replace=False) for k in np.unique(labels)])
+    return np.concatenate([rng.choice(np.where(labels == k)[0], shots, replace=False)
+                           for k in np.unique(labels)])
 
 def feature_dls(feats, # Image features `(n, dim)`
                 labels, # Their labels `(n,)`
@@ -65,13 +71,16 @@ def coop_eval(model, # The frozen CLIP
     idx = fewshot_idx(ytr, shots, seed)
     dev = next(model.parameters()).device
     set_seed(seed)  # python, numpy and torch: the context's initialisation and the batch order
-    learn = coop_learner(feature_dls(array_features(model, x[idx]), ytr[idx], bs, dev), clip_model=model, n_ctx=n_ctx,
-                         classnames=list(tasks[task].classnames), feature_cache=False, normalize=False)
+    learn = coop_learner(feature_dls(array_features(model, x[idx]), ytr[idx], bs, dev),
+                         clip_model=model, n_ctx=n_ctx, classnames=list(tasks[task].classnames),
+                         feature_cache=False, normalize=False)
     with learn.no_bar(), learn.no_logging(): learn.fit_coop(epochs, lr=lr)
     res = {}
     for t in (task, *(shifts.get(task, ()) if targets is None else targets)):
         x, y = task_data(t, 'test')
         f = array_features(model, x)
-        with learn.no_bar(): coop = learn.validate(dl=FeatureDL(f[None], torch.as_tensor(y), bs=1024, device=dev))[1] * 100
+        with learn.no_bar():
+            coop = learn.validate(dl=FeatureDL(f[None], torch.as_tensor(y), bs=1024,
+                                               device=dev))[1] * 100
         res[t] = dict(zeroshot=zeroshot_acc(model, t, f, y), coop=coop)
     return res

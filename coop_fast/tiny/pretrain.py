@@ -11,8 +11,10 @@ import open_clip
 from open_clip.tokenizer import SimpleTokenizer
 import coop_fast.clip  # registers coop_fast's model configs, coop-tiny's among them, with open_clip
 from ..base import write_atomic
-from .draw import S, pick, random_shape, draw_shape, pretrain_fonts, char_mask, place, random_look, draw_look
-from .data import mnist_digits, animal_silhouettes, split_idx, shape_caption, digit_caption, animal_caption
+from .draw import S, pick, random_shape, draw_shape, pretrain_fonts, char_mask, \
+    place, random_look, draw_look
+from .data import mnist_digits, animal_silhouettes, split_idx, shape_caption, \
+    digit_caption, animal_caption
 
 # %% auto #0
 __all__ = ['mix', 'tiny_pre', 'pretrain_batch', 'PretrainStream', 'tokenize', 'encode_text', 'to_input', 'clip_loss', 'pretrain',
@@ -29,13 +31,15 @@ def _one(kind, rng):
     look, outline = random_look(rng), rng.random() < 0.1
     if kind == 'typed':
         d, font = int(rng.integers(10)), pick(rng, pretrain_fonts)
-        m = char_mask(str(d), font, rng.uniform(0.55, 0.85), 0.5 + rng.uniform(-0.08, 0.08, 2), rng.uniform(-10, 10))
+        m = char_mask(str(d), font, rng.uniform(0.55, 0.85), 0.5 + rng.uniform(-0.08, 0.08, 2),
+                      rng.uniform(-10, 10))
         return draw_look(m, look, rng), digit_caption(d, look, rng, typed=font)
     x, y = (mnist_digits() if kind == 'digits' else animal_silhouettes())
     idx = split_idx(len(x), 1000 if kind == 'digits' else 3000, held=False)
     i = idx[rng.integers(len(idx))]
     m = place(x[i], rng, outline=outline)
-    cap = digit_caption(int(y[i]), look, rng, outline=outline) if kind == 'digits' else animal_caption(int(y[i]), look, rng, outline)
+    cap = digit_caption(int(y[i]), look, rng, outline=outline) if kind == 'digits' else animal_caption(
+        int(y[i]), look, rng, outline)
     return draw_look(m, look, rng), cap
 
 def pretrain_batch(rng, bs:int=256, mix:dict=mix):
@@ -86,7 +90,8 @@ def clip_loss(fi, ft, scale, tokens=None):
     return (F.cross_entropy(logits, tgt) + F.cross_entropy(logits.t(), tgt)) / 2
 
 # %% ../../nbs/08c_tiny_pretrain.ipynb #66493f4b
-tiny_pre = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation='bicubic', resize_mode='shortest')
+tiny_pre = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation='bicubic',
+                resize_mode='shortest')
 
 def pretrain(steps:int=4000, # Optimiser steps
              bs:int=128, # Pairs per batch
@@ -102,26 +107,36 @@ def pretrain(steps:int=4000, # Optimiser steps
              save_every:int=0, # Also save snapshots `{out stem}.step{N}.safetensors` every `save_every` steps
             ):
     "Pretrain CLIP `arch` from scratch for `steps` on drawn and bundled image–caption pairs"
-    if not isinstance(steps, int) or steps < 1: raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
-    if not isinstance(bs, int) or bs < 2: raise ValueError(f"bs must be an integer >= 2 (a contrastive batch needs negatives), got {bs!r}.")
-    if arch not in open_clip.list_models(): raise ValueError(f"Unknown open_clip architecture {arch!r}.")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
+    if not isinstance(bs, int) or bs < 2:
+        raise ValueError("bs must be an integer >= 2 (a contrastive batch needs negatives), got "
+                         f"{bs!r}.")
+    if arch not in open_clip.list_models():
+        raise ValueError(f"Unknown open_clip architecture {arch!r}.")
     if threads: torch.set_num_threads(threads)
     torch.manual_seed(seed)
     with open_clip_quiet(): model = open_clip.create_model(arch)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and 'embedding' not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and 'embedding' not in n)]
-    opt = torch.optim.AdamW([dict(params=decay, weight_decay=wd), dict(params=rest, weight_decay=0.)], lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    opt = torch.optim.AdamW([dict(params=decay, weight_decay=wd),
+                             dict(params=rest, weight_decay=0.)], lr=lr, betas=(0.9, 0.98),
+                            eps=1e-6)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
     t0, avg = time.perf_counter(), None
-    dl = torch.utils.data.DataLoader(PretrainStream(steps, bs, seed), batch_size=None, num_workers=workers)
+    dl = torch.utils.data.DataLoader(PretrainStream(steps, bs, seed), batch_size=None,
+                                     num_workers=workers)
     for i, (x, tok) in enumerate(dl):
-        loss = clip_loss(model.encode_image(x), encode_text(model, tok), model.logit_scale.exp(), tok)
+        loss = clip_loss(model.encode_image(x), encode_text(model, tok), model.logit_scale.exp(),
+                         tok)
         opt.zero_grad(); loss.backward(); opt.step(); sched.step()
         with torch.no_grad(): model.logit_scale.clamp_(0, math.log(100))
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         if log_every and ((i + 1) % log_every == 0 or i + 1 == steps):
-            print(f"step {i+1}/{steps}  loss {avg:.3f}  scale {model.logit_scale.exp().item():.1f}  {time.perf_counter()-t0:.0f}s", flush=True)
+            print(f"step {i+1}/{steps}  loss {avg:.3f}  scale {model.logit_scale.exp().item():.1f} "
+                  f" {time.perf_counter()-t0:.0f}s", flush=True)
         if out is not None and save_every and (i + 1) % save_every == 0 and i + 1 < steps:
             save_weights(model, Path(out).with_suffix(f'.step{i+1}.safetensors'))
     model.eval().requires_grad_(False)
@@ -136,7 +151,8 @@ class open_clip_quiet:
 def save_weights(model, out):
     "Save `model`'s weights to safetensors file `out` in half precision"
     from safetensors.torch import save_file
-    sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    sd = {k: (v.half() if v.is_floating_point() else v).contiguous()
+          for k, v in model.state_dict().items()}
     return write_atomic(out, lambda tmp: save_file(sd, str(tmp)))
 
 # %% ../../nbs/08c_tiny_pretrain.ipynb #bc336a45

