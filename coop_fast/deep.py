@@ -59,7 +59,8 @@ def deep_image_features(clip, # open_clip ViT CLIP
                         x, # Images `(batch, 3, size, size)`
                         prompts:list, # Prompts `(n, width)` of blocks 0, 1, ...; [] for none
                        ):
-    "Image features `(batch, embed_dim)`: `prompts[0]` appended after the patch tokens, replaced by `prompts[i]` before block `i`"
+    ("Image features `(batch, embed_dim)`: `prompts[0]` appended after the patch tokens, replaced "
+     "by `prompts[i]` before block `i`")
     v = vision_tower(clip)
     x = v.conv1(x.to(v.conv1.weight.dtype))
     x = x.reshape(*x.shape[:2], -1).permute(0, 2, 1)
@@ -76,7 +77,8 @@ def deep_image_features(clip, # open_clip ViT CLIP
 
 # %% ../nbs/14_deep.ipynb #a7408388
 class DeepTokens(nn.Module):
-    "Token ids of 'SOS {ctx_init} {class}. EOT': the prefix every class shares (SOS and the prompt words) and each class's rest"
+    ("Token ids of 'SOS {ctx_init} {class}. EOT': the prefix every class shares (SOS and the "
+     "prompt words) and each class's rest")
     def __init__(self, clip, # open_clip CLIP
                  classnames:list, # Class names; '_' becomes a space
                  n_ctx:int, # Number of context vectors: positions 1..n_ctx
@@ -84,7 +86,8 @@ class DeepTokens(nn.Module):
                 ):
         super().__init__()
         t = text_tower(clip)
-        ids = bpe_tokenizer.encode(clean_classname(ctx_init) if ctx_init else ' '.join(['X'] * n_ctx))
+        ids = bpe_tokenizer.encode(clean_classname(ctx_init)
+                                   if ctx_init else ' '.join(['X'] * n_ctx))
         if len(ids) < n_ctx:
             raise ValueError(f"ctx_init {ctx_init!r} has {len(ids)} token(s), but the {n_ctx} "
                              f"context vectors start from its first {n_ctx}: use n_ctx <= "
@@ -122,7 +125,8 @@ class DeepTokens(nn.Module):
 _warned = set()
 
 def _text_path(t, path):
-    "'shared' when `path` is 'auto' and the shared-prefix path runs text tower `t` exactly, else 'truncated' (saying why once)"
+    ("'shared' when `path` is 'auto' and the shared-prefix path runs text tower `t` exactly, else "
+     "'truncated' (saying why once)")
     check_choice(path, 'text_path', ('auto', 'shared', 'truncated'))
     if path != 'auto': return path
     if (reason := fast_path_reason(t)) is None: return 'shared'
@@ -179,7 +183,8 @@ def _normal(n, w, dev): return nn.Parameter(torch.empty(n, w, device=dev).normal
 
 # %% ../nbs/14_deep.ipynb #a0c0dbfc
 class DeepPromptModel(PromptModel):
-    "Base of the deep-prompt models: learnable prompts in the first blocks of both towers of a frozen ViT CLIP `clip_model`"
+    ("Base of the deep-prompt models: learnable prompts in the first blocks of both towers of a "
+     "frozen ViT CLIP `clip_model`")
     features_ok = False  # the image features depend on the vision prompts: no feature cache
     def __init__(self, clip_model, # open_clip ViT CLIP, e.g. from `load_clip`
                  classnames:list, # Class names; '_' becomes a space
@@ -272,7 +277,8 @@ class IVLPModel(DeepPromptModel):
         _check_depth(depth_vision, 'depth_vision', vision_tower(clip_model), 'image', lo=0)
         (wt, wv), dev = self.widths, self.device
         self.text_prompts = nn.ParameterList([self.ctx0(n_ctx_text, wt)] + [_normal(n_ctx_text, wt, dev) for _ in range(depth_text - 1)])
-        self.vision_prompts = nn.ParameterList([_normal(n_ctx_vision, wv, dev) for _ in range(depth_vision)])
+        self.vision_prompts = nn.ParameterList([_normal(n_ctx_vision, wv, dev)
+                                                for _ in range(depth_vision)])
         self.n_ctx_vision = n_ctx_vision
 
     def config(self) -> dict:
@@ -285,7 +291,8 @@ class IVLPModel(DeepPromptModel):
 
 # %% ../nbs/14_deep.ipynb #f30a373c
 class MaPLeModel(DeepPromptModel):
-    "Frozen ViT CLIP with learnable text prompts in its first `depth` blocks, and image prompts coupled to them by linear maps"
+    ("Frozen ViT CLIP with learnable text prompts in its first `depth` blocks, and image prompts "
+     "coupled to them by linear maps")
     def __init__(self, clip_model, # open_clip ViT CLIP, e.g. from `load_clip`
                  classnames:list, # Class names; '_' becomes a space
                  n_ctx:int=2, # Prompt vectors per block (text and image)
@@ -298,7 +305,8 @@ class MaPLeModel(DeepPromptModel):
         _check_depth(depth, 'depth', text_tower(clip_model), 'text')
         _check_depth(depth, 'depth', vision_tower(clip_model), 'image')
         (wt, wv), dev = self.widths, self.device
-        self.text_prompts = nn.ParameterList([self.ctx0(n_ctx, wt)] + [_normal(n_ctx, wt, dev) for _ in range(depth - 1)])
+        self.text_prompts = nn.ParameterList([self.ctx0(n_ctx, wt)] + [_normal(n_ctx, wt, dev)
+                                                                       for _ in range(depth - 1)])
         first, deeper = nn.Linear(wt, wv, device=dev), nn.Linear(wt, wv, device=dev)
         self.couplers = nn.ModuleList([first] + [copy.deepcopy(deeper) for _ in range(depth - 1)])
 
@@ -345,7 +353,8 @@ def frozen_text_features(self:PromptSRCModel, bs:int=1000):
     if self._frozen is not None: return self._frozen
     names, tok, dev = [clean_classname(n) for n in self.classnames], text_tokenizer(self.clip), self.device
     texts = [t.format(n) for t in promptsrc_templates for n in names]
-    f = torch.cat([self.clip.encode_text(tok(texts[i:i + bs]).to(dev)).float() for i in range(0, len(texts), bs)])
+    f = torch.cat([self.clip.encode_text(tok(texts[i:i + bs]).to(dev)).float()
+                   for i in range(0, len(texts), bs)])
     self._frozen = F.normalize(f.view(len(promptsrc_templates), len(names), -1).mean(0), dim=-1)
     return self._frozen
 
@@ -408,7 +417,8 @@ def gpa_weights(n_epoch:int, # Number of epochs
 
 # %% ../nbs/14_deep.ipynb #a7481412
 class GPA(Callback):
-    "PromptSRC's Gaussian prompt aggregation: after the last epoch, the model holds the `gpa_weights` average of its trained tensors"
+    ("PromptSRC's Gaussian prompt aggregation: after the last epoch, the model holds the "
+     "`gpa_weights` average of its trained tensors")
     order = PromptCallback.order + 1
     def __init__(self, mean:float=15., # Mean of the Gaussian, in epochs (counted from 1)
                  std:float=1., # Its standard deviation
@@ -426,7 +436,8 @@ class GPA(Callback):
         if self.finding: return
         w, ts = self.weights[self.epoch], unwrap(self.model).trainable()
         with torch.no_grad():
-            self.avg = {n: p.detach() * w if self.avg is None else self.avg[n] + p.detach() * w for n, p in ts.items()}
+            self.avg = {n: p.detach() * w if self.avg is None else self.avg[n] + p.detach() * w
+                        for n, p in ts.items()}
         self.seen.append(self.epoch)
         if self.epoch == self.n_epoch - 1: self.apply()
 
@@ -489,7 +500,8 @@ def promptsrc_learner(dls, # DataLoaders of images and class labels; `dls.vocab`
                       text_path:str='auto', # Text encoder path (all exact)
                       cbs=None, # Extra callbacks
                       **kwargs):
-    "A `Learner` that trains PromptSRC's self-regularised prompts, aggregated over the epochs, on a frozen ViT CLIP `arch`"
+    ("A `Learner` that trains PromptSRC's self-regularised prompts, aggregated over the epochs, on "
+     "a frozen ViT CLIP `arch`")
     make = partial(PromptSRCModel, n_ctx_text=n_ctx_text, n_ctx_vision=n_ctx_vision,
                    depth_text=depth_text, depth_vision=depth_vision,
                    ctx_init=ctx_init, text_path=text_path)
