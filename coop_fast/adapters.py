@@ -73,7 +73,8 @@ def no_epochs(shots:int, dataset:str|None=None) -> int:
 def official_augment(dl, # A training DataLoader, e.g. `dls.train` of `fewshot_dls`
                      crop_scale=(0.5, 1.), # Area range of its random crops; None leaves them as they are
                     ):
-    "Within this context, `dl` crops to `crop_scale` of the image area and keeps its last partial batch, as the official loaders"
+    ("Within this context, `dl` crops to `crop_scale` of the image area and keeps its last partial "
+     "batch, as the official loaders")
     fs = getattr(getattr(dl, 'after_item', None), 'fs', None) or []
     crops = [t for t in fs if isinstance(t, ClipCrop)] if crop_scale is not None else []
     old, drop = [c.scale for c in crops], dl.drop_last
@@ -91,7 +92,8 @@ def train_views(model, # A `PromptModel` (its frozen CLIP encodes the images)
                 crop_scale=(0.5, 1.), # Area range of the random crops (see `official_augment`)
                 autocast=None, # Function returning a context manager to encode in, e.g. `lambda: torch.autocast('cuda')`
                ) -> tuple:
-    "Raw image features `(max(views, 1), n, dim)` of the items of `dl` under `views` random augmentations, and labels `(n,)`"
+    ("Raw image features `(max(views, 1), n, dim)` of the items of `dl` under `views` random "
+     "augmentations, and labels `(n,)`")
     check_int(views, 'views', lo=0)
     if views == 0:
         f, y = image_features(model, dl, eval_tfms=True, progress=False,
@@ -109,7 +111,8 @@ def train_views(model, # A `PromptModel` (its frozen CLIP encodes the images)
 
 # %% ../nbs/13_adapters.ipynb #40028e24
 class FeatureHead(PromptModel):
-    "A classifier of `classnames` on frozen CLIP image features, with CLIP's zero-shot classifier of `templates` as `text`"
+    ("A classifier of `classnames` on frozen CLIP image features, with CLIP's zero-shot classifier "
+     "of `templates` as `text`")
     features_ok = True  # frozen image features in, logits out: features can be cached
     def __init__(self, clip_model, # open_clip CLIP model
                  classnames:list, # Class names; '_' becomes a space
@@ -359,7 +362,8 @@ def tip_adapter_learner(dls, # DataLoaders: few-shot training and validation ima
                         init_alpha:float|None=None, # α before the search; None: the dataset's
                         init_beta:float=1., # β before the search (official: 1)
                         **kwargs):
-    "A `Learner` whose model is Tip-Adapter's cache of the training images of `dls`; `fit_tip_adapter` searches α, β on `dls.valid`"
+    ("A `Learner` whose model is Tip-Adapter's cache of the training images of `dls`; "
+     "`fit_tip_adapter` searches α, β on `dls.valid`")
     search = _tip_search_cfg(dls, alpha_scale, beta_scale, alpha_steps, beta_steps, init_alpha,
                              init_beta, crop_scale)
     return _tip_learner(TipAdapterModel, 'tip-adapter', dls, arch, pretrained, templates, views,
@@ -403,7 +407,8 @@ class TipAdapterFModel(TipAdapterModel):
 
 # %% ../nbs/13_adapters.ipynb #5a756d7b
 def tip_adamw(params, lr:float=1e-3, eps:float=1e-4, wd:float=0.01):
-    "Tip-Adapter-F's optimizer, `torch.optim.AdamW(lr, eps=eps)` with its default betas and weight decay, as a fastai `Adam`"
+    ("Tip-Adapter-F's optimizer, `torch.optim.AdamW(lr, eps=eps)` with its default betas and "
+     "weight decay, as a fastai `Adam`")
     return Adam(params, lr, mom=0.9, sqr_mom=0.999, eps=eps, wd=wd, decouple_wd=True)
 
 @patch
@@ -417,7 +422,8 @@ def fit_tip_adapter_f(self:Learner, n_epoch:int=20, # Epochs (official: 20; Euro
                       cbs=None, # Extra callbacks for this fit
                       start_epoch:int=0, # Epoch to resume from
                      ):
-    "Tip-Adapter-F's recipe: the keys fine-tuned by AdamW, a cosine schedule per step, α and β at their initial values; then searched"
+    ("Tip-Adapter-F's recipe: the keys fine-tuned by AdamW, a cosine schedule per step, α and β at "
+     "their initial values; then searched")
     check_int(n_epoch, 'n_epoch'); check_num(lr, 'lr'); check_num(eps, 'eps'); check_num(wd, 'wd',
                                                                                          lo_ok=True)
     m, cfg = unwrap(self.model), getattr(self, 'tip', None) or tip_config()
@@ -439,7 +445,8 @@ def tip_adapter_f_learner(dls, arch='ViT-B-16', pretrained:str|None='openai', te
                           beta_scale:float|None=None, alpha_steps:int=20,
                           beta_steps:int=200, init_alpha:float|None=None, init_beta:float=1.,
                           **kwargs):
-    "A `Learner` whose model is Tip-Adapter-F's cache of the training images of `dls`; `fit_tip_adapter_f` fine-tunes it"
+    ("A `Learner` whose model is Tip-Adapter-F's cache of the training images of `dls`; "
+     "`fit_tip_adapter_f` fine-tunes it")
     search = _tip_search_cfg(dls, alpha_scale, beta_scale, alpha_steps, beta_steps, init_alpha,
                              init_beta, crop_scale)
     return _tip_learner(TipAdapterFModel, 'tip-adapter-f', dls, arch, pretrained, templates, views,
@@ -491,7 +498,8 @@ def fit_clip_adapter(self:Learner,
                      start_epoch:int=0, # Epoch to resume from
                      **kwargs, # Passed to `fit_coop`: warmup_lr, warmup_epochs, mom, wd
                     ):
-    "CLIP-Adapter's recipe, which is CoOp's (its trainer runs with CoOp's configurations): SGD, a warm-up epoch, cosine from `lr`"
+    ("CLIP-Adapter's recipe, which is CoOp's (its trainer runs with CoOp's configurations): SGD, a "
+     "warm-up epoch, cosine from `lr`")
     self.fit_coop(n_epoch, lr=lr, cbs=cbs, start_epoch=start_epoch, **kwargs)
 
 @delegates(clip_learner, but=['make_model', 'method'])
@@ -521,7 +529,8 @@ def gda_classifier(feats, # Normalised image features `(n, dim)` of the training
                    labels, # Their classes `(n,)`
                    n_cls:int, # Number of classes
                   ) -> tuple:
-    "GDA's linear classifier, weights `(n_cls, dim)` and biases `(n_cls,)`: class means, one shared covariance, its official shrinkage"
+    ("GDA's linear classifier, weights `(n_cls, dim)` and biases `(n_cls,)`: class means, one "
+     "shared covariance, its official shrinkage")
     if missing := [k for k in range(n_cls) if not (labels == k).any()]:
         raise ValueError(f"GDA needs training images of every class; classes {name_list(missing)} "
                          "have none.")
@@ -561,14 +570,16 @@ class GDAModel(StatsHead):
         return self.zeroshot_logits(f) + self.alpha * self.linear_logits(f)
 
     def linear_head(self):
-        "`(W, b)` with logits `f Wᵀ + b` for normalised `f`: GDA is one linear classifier, so it bakes (`coop_fast.deploy`)"
+        ("`(W, b)` with logits `f Wᵀ + b` for normalised `f`: GDA is one linear classifier, so it "
+         "bakes (`coop_fast.deploy`)")
         return self.logit_scale * self.text + self.alpha * self.weight, self.alpha * self.bias
 
 gda_alphas = (1e-4, 1e-3, 1e-2, 0.1, 1., 10., 100.)  # GDA's grid of alpha
 
 @torch.no_grad()
 def search_gda(model:GDAModel, f, ys, alphas=gda_alphas) -> tuple:
-    "GDA's α of best accuracy of `model` on normalised `f` with labels `ys` (the first best; 0.1 if none is right), and that accuracy"
+    ("GDA's α of best accuracy of `model` on normalised `f` with labels `ys` (the first best; 0.1 "
+     "if none is right), and that accuracy")
     f, ys = f.float().to(model.text.device), ys.to(model.text.device)
     zs, lin, best = model.zeroshot_logits(f), model.linear_logits(f), (0, 0.1)
     for alpha in alphas:
