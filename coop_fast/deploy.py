@@ -51,7 +51,8 @@ _prompt_format = 'coop_fast.prompt'  # `coop_fast.export.prompt_format` (not imp
 
 # %% ../nbs/15_deploy.ipynb #39780800
 class BakedHead(nn.Module):
-    "Logits `logit_scale · normalize(f) @ classifier + logit_bias` of image features `f`; `classifier` is `(embed_dim, n_classes)`"
+    ("Logits `logit_scale · normalize(f) @ classifier + logit_bias` of image features `f`; "
+     "`classifier` is `(embed_dim, n_classes)`")
     def __init__(self,
                  classifier, # `(embed_dim, n_classes)`, a column per class: open_clip's zero-shot classifier layout
                  logit_scale=1., # The factor of the cosines, `clip.logit_scale.exp()`
@@ -137,7 +138,8 @@ def head_info(model, # The `PromptModel` baked
               m:Method, # Its method
               summary:dict|None=None, # Its training summary
              ) -> dict:
-    "The metadata of the head baked from `model`: its prompt file's record, the method's kind and label, the CLIP's preprocessing"
+    ("The metadata of the head baked from `model`: its prompt file's record, the method's kind and "
+     "label, the CLIP's preprocessing")
     from coop_fast.export import prompt_meta
     info = prompt_meta(model, summary, m.name)
     for k in ('format_version', 'width', 'context_length'): info.pop(k)
@@ -161,7 +163,8 @@ def bake(prompt, # A prompt file, a `PromptModel` (e.g. from `load_prompt`), or 
          clip=None, # For a prompt file: the CLIP to use; None loads the one the file records
          classnames:list|None=None, # For a prompt file: the classes to bake; None for those it was learned on
         ) -> BakedHead:
-    "The classifier head of `prompt`: its classes' L2-normalised text features `(embed_dim, n_classes)`, logit scale and bias"
+    ("The classifier head of `prompt`: its classes' L2-normalised text features `(embed_dim, "
+     "n_classes)`, logit scale and bias")
     model, name, summary = _source(prompt, clip, classnames)
     m = get_method(name)
     if why := bake_refusal(m, model): raise ValueError(why)
@@ -334,7 +337,8 @@ def check_onnx(path, # An ONNX file written by `export_onnx` (or its temporary f
                n:int=3, # Images in the test batch (another size than the exported one)
                seed:int=0, # Seed of the random test images
               ) -> dict:
-    "Run ONNX file `path` with onnxruntime on random images; max |differences| from `model`'s probabilities and logits, checked"
+    ("Run ONNX file `path` with onnxruntime on random images; max |differences| from `model`'s "
+     "probabilities and logits, checked")
     ort = _need('onnxruntime', 'Checking an ONNX model', 'onnx')
     check_int(n, 'n')
     x = torch.randn(n, 3, model.size, model.size, generator=torch.Generator().manual_seed(seed))
@@ -361,7 +365,8 @@ def export_onnx(head:BakedHead, # The head, from `bake` or `load_head`
                 opset:int=17, # ONNX opset
                 check:bool=True, # Run the graph with onnxruntime and compare it with PyTorch before writing it (`check_onnx`)
                ) -> tuple:
-    "Write CLIP's image encoder and `head` as one ONNX graph to `path`: preprocessed images in, probabilities and logits out"
+    ("Write CLIP's image encoder and `head` as one ONNX graph to `path`: preprocessed images in, "
+     "probabilities and logits out")
     onnx = _need('onnx', 'Exporting to ONNX', 'onnx')
     model = ImageClassifier(head_clip(head) if clip is None else clip, head).eval()
     if next(model.visual.parameters()).dtype != torch.float32:
