@@ -31,7 +31,8 @@ def sweep_runs(datasets, # Dataset names, e.g. `['oxford_pets', 'caltech101']`
                eval_on=None, # Datasets to test each learned prompt on as it is (cross-dataset transfer); a run's own is left out
                eval_args:str='', # Extra arguments for those `coop-fast eval` runs
               ) -> list[dict]:
-    "The `coop-fast train` runs of `datasets` × `shots` × `seeds` (× `methods`), each with a GPU: longest first, to the least busy GPU"
+    ("The `coop-fast train` runs of `datasets` × `shots` × `seeds` (× `methods`), each with a GPU: "
+     "longest first, to the least busy GPU")
     datasets, shots, seeds = _listify(datasets, 'datasets'), _listify(shots, 'shots'), _listify(seeds, 'seeds')
     targets = [] if eval_on is None else _listify(eval_on, 'eval_on')
     ms = [None] if methods is None else _listify(methods, 'methods')
@@ -52,7 +53,8 @@ def sweep_runs(datasets, # Dataset names, e.g. `['oxford_pets', 'caltech101']`
                      *(['--method', r['method']] if r['method'] else []), '--out', r['out'],
                      '--resume', *shlex.split(args)]
         r['cmd'] = shlex.join([*shlex.split(cmd), 'train', *r['argv']])
-        r['evals'] = [dict(dataset=t, out=f"{out}/{r['name']}.on_{t}.json") for t in targets if t != r['dataset']]
+        r['evals'] = [dict(dataset=t, out=f"{out}/{r['name']}.on_{t}.json") for t in targets
+                      if t != r['dataset']]
         for e in r['evals']:
             e['argv'] = [r['out'], str(e['dataset']), '--root', str(root), '--out', e['out'],
                          *shlex.split(eval_args)]
@@ -71,7 +73,8 @@ def sweep_script(datasets, # Dataset names
                  methods=None, # Method names; None: `coop-fast train`'s default
                  eval_on=None, # Datasets to test each learned prompt on as it is (cross-dataset transfer)
                 ) -> str:
-    "A bash script that runs the sweep of `datasets` × `shots` × `seeds`, one run per GPU at a time, then `coop-fast results`"
+    ("A bash script that runs the sweep of `datasets` × `shots` × `seeds`, one run per GPU at a "
+     "time, then `coop-fast results`")
     out, logs = str(out), str(logs)
     runs = sweep_runs(datasets, shots, seeds, root, gpus, out, args, cmd, methods, eval_on)
     ids = list(dict.fromkeys(r['gpu'] for r in runs))
@@ -99,7 +102,8 @@ def sweep_script(datasets, # Dataset names
 
 # %% ../nbs/18_sweep.ipynb #fc900cd4
 class TrainTask:
-    "One run of a sweep: `coop-fast train ARGV`, then `coop-fast eval` of each of `evals`, in child processes; their output appended to `log`, the exit status next to it"
+    ("One run of a sweep: `coop-fast train ARGV`, then `coop-fast eval` of each of `evals`, in "
+     "child processes; their output appended to `log`, the exit status next to it")
     def __init__(self, argv:list, # Arguments after `coop-fast train`
                  log, # Log file of the run
                  cmd:list|None=None, # The command before `train`; default `python -m coop_fast.cli`, with this Python
@@ -115,7 +119,8 @@ class TrainTask:
         "The commands left to run: training unless it is done, then each evaluation whose record is not there"
         todo = [] if self.done is not None and Path(self.done).is_file() else [['train',
                                                                                 *self.argv]]
-        return todo + [['eval', *e] for e in self.evals if not Path(e[e.index('--out') + 1]).is_file()]
+        return todo + [['eval', *e] for e in self.evals
+                       if not Path(e[e.index('--out') + 1]).is_file()]
 
     @property
     def status_file(self) -> Path: return self.log.with_suffix('.status.json')
@@ -340,7 +345,8 @@ def run_sweep(datasets, # Dataset names (with `root`), e.g. `['EuroSAT', 'Descri
               eval_on=None, # Datasets to test every learned prompt on as it is (cross-dataset transfer)
               **slurm, # slurm: options of `submit_slurm`: partition, time_min, gpus_per_task, cpus, mem_gb, max_parallel, ...
              ) -> SweepSummary:
-    "Run the sweep of `datasets` × `shots` × `seeds` × `methods` on `executor`, skipping finished runs and resuming interrupted ones"
+    ("Run the sweep of `datasets` × `shots` × `seeds` × `methods` on `executor`, skipping finished "
+     "runs and resuming interrupted ones")
     check_choice(executor, 'executor', executors)
     if slurm and executor != 'slurm':
         raise ValueError(f"{', '.join(slurm)}: options of the slurm executor, not of {executor!r}.")
