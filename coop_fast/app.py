@@ -38,7 +38,8 @@ def prompt_card(info:dict, # A prompt file's metadata (`read_prompt`'s second va
            f"{_pct(s['accuracy'])} on its validation images" if isinstance(s.get('accuracy'),
                                                                            (int, float)) else None]
     if any(acc): lines.append(f"**Accuracy**: {'; '.join(a for a in acc if a)}")
-    shown = ', '.join(html.escape(str(n)) for n in names[:50]) + (f" and {len(names) - 50} more" if len(names) > 50 else '')
+    shown = ', '.join(html.escape(str(n)) for n in names[:50]) + (f" and {len(names) - 50} more"
+                                                                  if len(names) > 50 else '')
     lines.append(f"**Classes** ({len(names)}): {shown}")
     return '\n\n'.join(lines)
 
@@ -52,7 +53,8 @@ def classify(model, # A `PromptModel`, e.g. from `load_prompt`
              files:list, # Image files
              top:int=5, # Classes to give per image
             ) -> list:
-    "For each of `files`: `dict(file, image, top=[(class, probability), ...])`, or `dict(file, error)` for a file that is not an image"
+    ("For each of `files`: `dict(file, image, top=[(class, probability), ...])`, or `dict(file, "
+     "error)` for a file that is not an image")
     check_int(top, 'top')
     res, ims = [], []
     for f in map(Path, files):
@@ -82,7 +84,8 @@ def thumbnail(im, size:int=64) -> str:
     return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode()
 
 def results_html(res:list) -> str:
-    "HTML of `classify`'s results: per image a thumbnail and its top classes with probability bars, or why a file is not an image"
+    ("HTML of `classify`'s results: per image a thumbnail and its top classes with probability "
+     "bars, or why a file is not an image")
     out = []
     for r in res:
         f = html.escape(r['file'])
@@ -100,7 +103,8 @@ def results_html(res:list) -> str:
 
 # %% ../nbs/16_app.ipynb #9c7d5bcb
 def _gradio():
-    "The `gradio` module, with its usage telemetry off (a local app tells nobody what it does), or an error saying how to install it"
+    ("The `gradio` module, with its usage telemetry off (a local app tells nobody what it does), "
+     "or an error saying how to install it")
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
     try: import gradio as gr
     except ImportError:
