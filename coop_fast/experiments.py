@@ -19,7 +19,8 @@ __all__ = ['result_kind', 'outcomes', 'feature_batches', 'scores', 'eval_stats',
 
 # %% ../nbs/17_experiments.ipynb #6c214079
 def feature_batches(model, dl, store, dtype=None) -> list:
-    "Batches (features, labels) of the images of `dl`, in its order and batch size, their features from `store` (`coop_fast.store`)"
+    ("Batches (features, labels) of the images of `dl`, in its order and batch size, their "
+     "features from `store` (`coop_fast.store`)")
     from coop_fast.store import stored_features
     dev = next(model.clip.parameters()).device
     f, y = stored_features(model, dl, store,
@@ -33,7 +34,8 @@ def scores(model, # A `PromptModel` (or any module mapping images to logits)
            classes:list|None=None, # Names of the model's outputs, in the data's terms; default `model.classnames`
            store=None, # A `FeatureStore` to read the images' features from (for models whose image features do not change)
           ) -> tuple:
-    "Class probabilities `(N, n_cls)` of `model` on the labelled batches of `dl`, and the targets as indices of its classes"
+    ("Class probabilities `(N, n_cls)` of `model` on the labelled batches of `dl`, and the targets "
+     "as indices of its classes")
     dev = next(model.parameters()).device
     classes = list(model.classnames if classes is None else classes)
     v = dl_vocab(dl)
@@ -55,7 +57,8 @@ def eval_stats(probs, # Class probabilities (or scores) `(N, n_cls)`
                targets, # Target class indices `(N,)`
                classnames:list, # The model's class names
               ) -> tuple:
-    "Accuracy, macro-F1 over the classes present, image count and absent classes; and the per-class table of the present classes"
+    ("Accuracy, macro-F1 over the classes present, image count and absent classes; and the "
+     "per-class table of the present classes")
     targets = torch.as_tensor(targets)
     st = class_stats(probs, targets, classnames)
     present = st.n > 0
