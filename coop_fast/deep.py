@@ -93,7 +93,8 @@ class DeepTokens(nn.Module):
                              f"context vectors start from its first {n_ctx}: use n_ctx <= "
                              f"{len(ids)}, more ctx_init words, or ctx_init=None (a random "
                              "context).")
-        self.n_ctx, self.ctx_init, self.context_length = n_ctx, ctx_init or None, t.positional_embedding.shape[0]
+        self.n_ctx, self.ctx_init, self.context_length = (n_ctx, ctx_init or None,
+                                                          t.positional_embedding.shape[0])
         self.register_buffer('prefix', torch.tensor([bpe_tokenizer.sot_token_id] + ids,
                                                     device=t.token_embedding.weight.device),
                              persistent=False)
@@ -154,7 +155,8 @@ def deep_text_features(clip, # open_clip CLIP
                       ):
     "Text features `(n_cls, embed_dim)`: `prompts[0]` as the context, replaced by `prompts[i]` before block `i`"
     t = text_tower(clip)
-    dt, P, S, path = t.transformer.get_cast_dtype(), tok.n_prefix, tok.rest.shape[1], _text_path(t, path)
+    dt, P, S, path = (t.transformer.get_cast_dtype(), tok.n_prefix, tok.rest.shape[1],
+                      _text_path(t, path))
     pos, mask = t.positional_embedding[:P + S].to(dt), t.attn_mask[:P + S, :P + S].to(dt)
     pre = _swap(t.token_embedding(tok.prefix)[None].to(dt), prompts[0]) + pos[:P]
     x = t.token_embedding(tok.rest).to(dt) + pos[P:]
@@ -204,7 +206,8 @@ class DeepPromptModel(PromptModel):
     def classnames(self): return self.tokens.classnames
     @property
     def widths(self):
-        return text_tower(self.clip).token_embedding.embedding_dim, vision_tower(self.clip).conv1.out_channels
+        return (text_tower(self.clip).token_embedding.embedding_dim,
+                vision_tower(self.clip).conv1.out_channels)
     @property
     def device(self): return text_tower(self.clip).token_embedding.weight.device
 
@@ -351,7 +354,8 @@ class PromptSRCModel(IVLPModel):
 def frozen_text_features(self:PromptSRCModel, bs:int=1000):
     "CLIP's own text features `(n_cls, dim)` of the classes, averaged over `promptsrc_templates`, then normalised"
     if self._frozen is not None: return self._frozen
-    names, tok, dev = [clean_classname(n) for n in self.classnames], text_tokenizer(self.clip), self.device
+    names, tok, dev = ([clean_classname(n) for n in self.classnames], text_tokenizer(self.clip),
+                       self.device)
     texts = [t.format(n) for t in promptsrc_templates for n in names]
     f = torch.cat([self.clip.encode_text(tok(texts[i:i + bs]).to(dev)).float()
                    for i in range(0, len(texts), bs)])
