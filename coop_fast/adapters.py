@@ -466,7 +466,8 @@ class ClipAdapterModel(FeatureHead):
                  reduction:int=4, # Bottleneck reduction of the feature dimension (official: 4)
                 ):
         super().__init__(clip_model, classnames, templates)
-        self.ratio, self.reduction = check_num(ratio, 'ratio', lo=0., lo_ok=True), check_int(reduction, 'reduction')
+        self.ratio, self.reduction = (check_num(ratio, 'ratio', lo=0., lo_ok=True),
+                                      check_int(reduction, 'reduction'))
         if self.ratio > 1: raise ValueError(f"ratio must be in [0, 1], got {ratio!r}.")
         d = self.text.shape[1]
         if d // reduction < 1:
