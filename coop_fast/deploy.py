@@ -33,7 +33,8 @@ def bake_refusal(method, # A `Method`, or the name of one in `coop_fast.methods`
                 ) -> str|None:
     "Why the prompts of `method` cannot be baked into a linear classifier head, or None when they can"
     m = method if isinstance(method, Method) else get_method(method)
-    what, use = f"{m.title} (method {m.name!r}, kind {m.kind!r})", "Use its prompt file with `predict` or `coop-fast serve` instead."
+    what, use = (f"{m.title} (method {m.name!r}, kind {m.kind!r})",
+                 "Use its prompt file with `predict` or `coop-fast serve` instead.")
     if m.kind in _refusals:
         return f"{what} cannot be baked into a classifier head: {_refusals[m.kind]}. {use}"
     if m.kind == 'head' and model is not None:
@@ -153,7 +154,8 @@ def _check_baked(model, head, name):
     dev = head.classifier.device
     f = torch.randn(4, head.embed_dim, generator=torch.Generator().manual_seed(0)).to(dev)
     with torch.no_grad(): want, got = model(f).float(), head(f)
-    diff, tol = (got - want).abs().max().item(), 1e-4 * max(1., want.abs().max().item())  # far above float32 rounding
+    diff, tol = ((got - want).abs().max().item(),
+                 1e-4 * max(1., want.abs().max().item()))  # far above float32 rounding
     if not diff <= tol:
         raise RuntimeError(f"The head baked from {name}'s {type(model).__name__} does not give its "
                            f"logits (max |difference| {diff:.3g}): its `linear_head()` or "
@@ -383,7 +385,9 @@ def export_onnx(head:BakedHead, # The head, from `bake` or `load_head`
                                                                       'logits')})
         m = onnx.load(tmp)
         onnx.helper.set_model_props(m, onnx_props(head))
-        m.producer_name, m.doc_string = 'coop_fast', f"CLIP {head.info.get('arch')} image encoder + {head.info.get('label')} head"
+        m.producer_name, m.doc_string = ('coop_fast',
+                                         f"CLIP {head.info.get('arch')} image encoder + "
+                                         f"{head.info.get('label')} head")
         onnx.save(m, tmp)
         if check: res.update(check_onnx(tmp, model))
     return write_atomic(path, write, fsync=True), res
