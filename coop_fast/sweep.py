@@ -33,7 +33,8 @@ def sweep_runs(datasets, # Dataset names, e.g. `['oxford_pets', 'caltech101']`
               ) -> list[dict]:
     ("The `coop-fast train` runs of `datasets` × `shots` × `seeds` (× `methods`), each with a GPU: "
      "longest first, to the least busy GPU")
-    datasets, shots, seeds = _listify(datasets, 'datasets'), _listify(shots, 'shots'), _listify(seeds, 'seeds')
+    datasets, shots, seeds = (_listify(datasets, 'datasets'), _listify(shots, 'shots'),
+                              _listify(seeds, 'seeds'))
     targets = [] if eval_on is None else _listify(eval_on, 'eval_on')
     ms = [None] if methods is None else _listify(methods, 'methods')
     if methods is not None:
@@ -359,7 +360,8 @@ def run_sweep(datasets, # Dataset names (with `root`), e.g. `['EuroSAT', 'Descri
     runs = sweep_runs(datasets, shots, seeds, root, gpus or 1, out, args + st, methods=methods,
                       eval_on=eval_on, eval_args=st)
     before = sweep_summary(runs, logs)
-    todo = [r for r in runs if (s := before.states[r['name']])['state'] == 'failed' or s.get('why') == 'not run yet']
+    todo = [r for r in runs if (s := before.states[r['name']])['state'] == 'failed'
+            or s.get('why') == 'not run yet']
     if dry_run or not todo: return before
     tasks = [TrainTask(r['argv'], logs/f"{r['name']}.log", cmd,
                        evals=[e['argv'] for e in r['evals']],
