@@ -33,7 +33,8 @@ def prompt_card(info:dict, # A prompt file's metadata (`read_prompt`'s second va
     if s.get('dataset') or any(train):
         lines.append(f"**Trained**: {'on ' + str(s['dataset']) + ', ' if s.get('dataset') else ''}"
                                                     + ', '.join(t for t in train if t))
-    acc = [f"{_pct(s['test_accuracy'])} on its {s.get('split', 'test')} split" + (f" ({s['n_test']} images)" if 'n_test' in s else '')
+    acc = [f"{_pct(s['test_accuracy'])} on its {s.get('split', 'test')} split"
+           + (f" ({s['n_test']} images)" if 'n_test' in s else '')
            if isinstance(s.get('test_accuracy'), (int, float)) else None,
            f"{_pct(s['accuracy'])} on its validation images" if isinstance(s.get('accuracy'),
                                                                            (int, float)) else None]
