@@ -214,7 +214,8 @@ class DeepPromptModel(PromptModel):
     def ctx0(self, n:int, w:int):
         "Block 0's text context: the embeddings of the first `n` prompt words, or random without `ctx_init`"
         if not self.tokens.ctx_init: return _normal(n, w, self.device)
-        return nn.Parameter(text_tower(self.clip).token_embedding.weight[self.tokens.prefix[1:1 + n]].detach().float().clone())
+        return nn.Parameter(text_tower(self.clip).token_embedding
+                            .weight[self.tokens.prefix[1:1 + n]].detach().float().clone())
 
     def text_layers(self) -> list: raise NotImplementedError
     def vision_layers(self) -> list: raise NotImplementedError
@@ -279,7 +280,9 @@ class IVLPModel(DeepPromptModel):
         _check_depth(depth_text, 'depth_text', text_tower(clip_model), 'text')
         _check_depth(depth_vision, 'depth_vision', vision_tower(clip_model), 'image', lo=0)
         (wt, wv), dev = self.widths, self.device
-        self.text_prompts = nn.ParameterList([self.ctx0(n_ctx_text, wt)] + [_normal(n_ctx_text, wt, dev) for _ in range(depth_text - 1)])
+        self.text_prompts = nn.ParameterList([self.ctx0(n_ctx_text, wt)]
+                                             + [_normal(n_ctx_text, wt, dev)
+                                                for _ in range(depth_text - 1)])
         self.vision_prompts = nn.ParameterList([_normal(n_ctx_vision, wv, dev)
                                                 for _ in range(depth_vision)])
         self.n_ctx_vision = n_ctx_vision
