@@ -35,7 +35,8 @@ def adapter_templates(dataset:str|None=None, # Benchmark dataset name (as `dls.f
     try: name = get_spec(dataset).name if dataset else None
     except ValueError: name = None
     if name is None: return ['a photo of a {}.']
-    return list(imagenet_templates_select) if ensemble and name == 'ImageNet' else get_templates(name)
+    return (list(imagenet_templates_select) if ensemble and name == 'ImageNet'
+            else get_templates(name))
 
 def _dataset(dls): return (getattr(dls, 'fewshot', None) or {}).get('dataset')
 
@@ -335,7 +336,8 @@ def _tip_learner(model_cls, method, dls, arch, pretrained, templates, views, cro
                  search, **kwargs):
     "A `clip_learner` of `model_cls` with its cache filled from `views` augmented views of `dls.train`"
     templates = adapter_templates(_dataset(dls)) if templates is None else templates
-    splitter = kwargs.pop('splitter', None) or (_train_free if model_cls is TipAdapterModel else None)
+    splitter = (kwargs.pop('splitter', None)
+                or (_train_free if model_cls is TipAdapterModel else None))
     learn = clip_learner(dls, partial(model_cls, templates=templates, scale=scale), arch,
                          pretrained, method=method,
                          **({} if splitter is None else dict(splitter=splitter)), **kwargs)
@@ -474,7 +476,8 @@ class ClipAdapterModel(FeatureHead):
             raise ValueError(f"reduction={reduction} leaves no bottleneck for features of "
                              f"dimension {d}.")
         self.adapter = nn.Sequential(nn.Linear(d, d // reduction, bias=False), nn.ReLU(),
-                                     nn.Linear(d // reduction, d, bias=False), nn.ReLU()).to(self.text.device)
+                                     nn.Linear(d // reduction, d, bias=False),
+                                     nn.ReLU()).to(self.text.device)
 
     def config(self) -> dict:
         return dict(templates=self.templates, ratio=self.ratio, reduction=self.reduction)
