@@ -43,7 +43,8 @@ def bake_refusal(method, # A `Method`, or the name of one in `coop_fast.methods`
                     "has no `linear_head()`, so its classifier is not known to be linear in the "
                     f"image feature. {use}")
         if model.linear_head() is None:
-            return f"{what} cannot be baked into a classifier head: its classifier is not linear in the image feature. {use}"
+            return (f"{what} cannot be baked into a classifier head: its classifier is not linear in "
+                    f"the image feature. {use}")
 
 # %% ../nbs/15_deploy.ipynb #f26c266c
 head_format = 'coop_fast.head'  # safetensors metadata 'format' of a head file
@@ -68,7 +69,8 @@ class BakedHead(nn.Module):
         self.register_buffer('classifier', w.contiguous())
         self.register_buffer('logit_scale',
                              torch.as_tensor(logit_scale).detach().float().reshape(()).to(w.device))
-        b = None if logit_bias is None else torch.as_tensor(logit_bias).detach().float().to(w.device)
+        b = (None if logit_bias is None
+             else torch.as_tensor(logit_bias).detach().float().to(w.device))
         if b is not None and tuple(b.shape) not in ((), (1,), (w.shape[1],)):
             raise ValueError(f"The logit bias must be one number or one per class ({w.shape[1]}), "
                              f"got shape {tuple(b.shape)}.")
@@ -91,7 +93,8 @@ class BakedHead(nn.Module):
         return logits if self.logit_bias is None else logits + self.logit_bias
 
     def extra_repr(self):
-        return f"embed_dim={self.embed_dim}, n_classes={self.n_cls}, method={self.info.get('method')!r}"
+        return (f"embed_dim={self.embed_dim}, n_classes={self.n_cls}, "
+                f"method={self.info.get('method')!r}")
 
 # %% ../nbs/15_deploy.ipynb #785381b8
 def image_check(clip) -> list:
@@ -118,7 +121,7 @@ def _source(prompt, clip, classnames):
                          "its classes (`model.set_classnames(...)` prompts other classes).")
     if isinstance(prompt, Learner):
         model, info = unwrap(prompt.model), dict(summary=getattr(prompt, 'coop_summary', None),
-                                                                            method=getattr(prompt, 'method', None))
+                                                 method=getattr(prompt, 'method', None))
     else: model = unwrap(prompt); info = getattr(model, 'prompt_info', None) or {}
     if not isinstance(model, PromptModel):
         raise TypeError("Expected a prompt file, a coop_fast PromptModel or a Learner holding "
