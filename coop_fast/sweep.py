@@ -80,7 +80,8 @@ def sweep_script(datasets, # Dataset names
     runs = sweep_runs(datasets, shots, seeds, root, gpus, out, args, cmd, methods, eval_on)
     ids = list(dict.fromkeys(r['gpu'] for r in runs))
     q = shlex.quote
-    dirs = sorted({str(Path(p).parent) for r in runs for p in (r['out'], f"{logs}/{r['name']}.log")} | {out, logs})
+    dirs = sorted({str(Path(p).parent) for r in runs
+                   for p in (r['out'], f"{logs}/{r['name']}.log")} | {out, logs})
     lines = ['#!/usr/bin/env bash',
              f'# CoOp sweep: {len(runs)} runs on {len(ids)} GPU(s), written by '
              'coop_fast.sweep.sweep_script',
@@ -185,9 +186,11 @@ def run_state(run:dict, # A run of `sweep_runs`
     jid = (job or {}).get('job_id')
     if jid and slurm.get(jid) in active_states:
         return dict(state='pending', why=f"Slurm job {jid} is {slurm[jid].lower()}")
-    st = json.loads(log.with_suffix('.status.json').read_text()) if log.with_suffix('.status.json').is_file() else None
+    st = (json.loads(log.with_suffix('.status.json').read_text())
+          if log.with_suffix('.status.json').is_file() else None)
     if st is not None and st['rc'] != 0:
-        why = f"exit status {st['rc']}" if st['rc'] > 0 else f"killed by {signal.Signals(-st['rc']).name}"
+        why = (f"exit status {st['rc']}" if st['rc'] > 0
+               else f"killed by {signal.Signals(-st['rc']).name}")
         if st['rc'] < 0 and jid in slurm: why += f" (Slurm job {jid}: {slurm[jid]})"
         return dict(state='failed', why=why, log=str(log))
     if st is not None:
@@ -223,8 +226,8 @@ class SweepSummary:
                  f"failed, {len(self.pending)} pending"]
         for name in self.failed:
             s = self.states[name]
-            lines.append(f"  failed: {name}: {s['why']}; log: {s['log']}" + (" (Slurm's: "
-                                                                             f"{s['slurm_log']})" if s.get('slurm_log') else ''))
+            lines.append(f"  failed: {name}: {s['why']}; log: {s['log']}"
+                         + (f" (Slurm's: {s['slurm_log']})" if s.get('slurm_log') else ''))
         return '\n'.join(lines)
     __repr__ = __str__
 
@@ -324,7 +327,8 @@ def sweep_summary(runs:list, # Runs of `sweep_runs`
 # %% ../nbs/18_sweep.ipynb #4b1de647
 def _store_args(feature_store, no_feature_store) -> str:
     if no_feature_store: return ' --no_feature_store'
-    return f' --feature_store {shlex.quote(str(Path(feature_store).expanduser().resolve()))}' if feature_store else ''
+    return (f' --feature_store {shlex.quote(str(Path(feature_store).expanduser().resolve()))}'
+            if feature_store else '')
 
 def run_sweep(datasets, # Dataset names (with `root`), e.g. `['EuroSAT', 'DescribableTextures']`
               shots=(1, 2, 4, 8, 16), # Shots per class
@@ -366,7 +370,8 @@ def run_sweep(datasets, # Dataset names (with `root`), e.g. `['EuroSAT', 'Descri
     tasks = [TrainTask(r['argv'], logs/f"{r['name']}.log", cmd,
                        evals=[e['argv'] for e in r['evals']],
                        done=Path(r['out']).with_suffix('.json')) for r in todo]
-    report = (lambda *a: progress(str(sweep_summary(runs, logs)).splitlines()[0])) if progress else None
+    report = ((lambda *a: progress(str(sweep_summary(runs, logs)).splitlines()[0]))
+              if progress else None)
     if executor == 'local':
         run_local([(r['gpu'], t) for r, t in zip(todo, tasks)], report)
         return sweep_summary(runs, logs)
