@@ -97,7 +97,8 @@ def results_html(res:list) -> str:
                        f'class="coop-class">{html.escape(c)}</span><span class="coop-bar" '
                        f'style="width:{100 * p:.0f}px"></span><span '
                        f'class="coop-prob">{_pct(p)}</span></div>' for c, p in r['top'])
-        im = f'<img class="coop-thumb" src="{thumbnail(r["image"])}" alt="{f}">' if r.get('image') is not None else ''
+        im = (f'<img class="coop-thumb" src="{thumbnail(r["image"])}" alt="{f}">'
+              if r.get('image') is not None else '')
         out.append(f'<div class="coop-pred" data-file="{f}" '
                    f'data-top="{html.escape(r["top"][0][0])}">{im}<div><b>{f}</b>{rows}</div></div>')
     return f'<div class="coop-results">{"".join(out)}</div>' if out else ''
