@@ -39,7 +39,8 @@ def scores(model, # A `PromptModel` (or any module mapping images to logits)
     dev = next(model.parameters()).device
     classes = list(model.classnames if classes is None else classes)
     v = dl_vocab(dl)
-    idx = None if v is None or v == [str(c) for c in classes] else torch.tensor(class_index(v, classes, 'The test data'))
+    idx = (None if v is None or v == [str(c) for c in classes]
+           else torch.tensor(class_index(v, classes, 'The test data')))
     dt = autocast_dtypes.get(precision)
     if store is not None and getattr(model, 'features_ok', False):
         dl = feature_batches(model, dl, store, dt)
@@ -94,7 +95,8 @@ def read_results(paths:list, # Result JSON files, or folders of them (searched r
             except (ValueError, UnicodeDecodeError):
                 if not p.is_dir(): raise ValueError(f"{f} is not a JSON file.") from None
                 r = None
-            if not isinstance(r, dict) or r.get('kind') != result_kind or not isinstance(r.get('accuracy'), (int, float)):
+            if (not isinstance(r, dict) or r.get('kind') != result_kind
+                    or not isinstance(r.get('accuracy'), (int, float))):
                 if not p.is_dir():
                     raise ValueError(f"{f} is not a coop_fast result record (written by coop-fast "
                                      "train or eval --out).")
@@ -159,7 +161,8 @@ def aggregate(recs:list, # Result records
     res = g.size().rename('runs').to_frame()
     for m in metrics:
         res[f'{m}_mean'], res[f'{m}_{"ci95" if ci95 else "std"}'] = g[m].mean(), g[m].agg(spread)
-    variant = df[['label']].astype(str).agg(''.join, axis=1) if 'label' in df else pd.Series('', index=df.index)
+    variant = (df[['label']].astype(str).agg(''.join, axis=1) if 'label' in df
+               else pd.Series('', index=df.index))
     for c in extra: variant = variant + f', {c}=' + df[c].astype(str)
     return res.reset_index(), df.assign(variant=variant)
 
@@ -172,10 +175,11 @@ def markdown_table(df, # A table from `aggregate`
     "`aggregate`'s table in markdown, metrics in percent as 'mean ± spread'"
     s, cols = 'ci95' if ci95 else 'std', list(df.columns)
     by = cols[:cols.index('runs')] if by is None else list(by)
-    metrics = [c[:-len('_mean')] for c in cols if c.endswith('_mean')] if metrics is None else list(metrics)
+    metrics = ([c[:-len('_mean')] for c in cols if c.endswith('_mean')] if metrics is None
+               else list(metrics))
     head = [*by, 'runs', *(f'{m} (%)' for m in metrics)]
-    rows = [[str(r[c]) for c in by] + [str(r['runs'])] + [f"{100 * r[f'{m}_mean']:.1f} ± "
-                                                          f"{100 * r[f'{m}_{s}']:.1f}" for m in metrics]
+    rows = [[str(r[c]) for c in by] + [str(r['runs'])]
+            + [f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_{s}']:.1f}" for m in metrics]
             for _, r in df.iterrows()]
     w = [max(len(x) for x in col) for col in zip(head, *rows)]
     line = lambda xs: '| ' + ' | '.join(x.ljust(n) for x, n in zip(xs, w)) + ' |'
