@@ -14,8 +14,7 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import LRFinder
 from .base import check_int, check_num, check_choice, unwrap
 from .prompt import (PromptModel, FrozenCLIP, text_tower, bpe_tokenizer, check_names,
-                              clean_classname, fast_path_reason,
-                              block, cosine_logits)
+                              clean_classname, fast_path_reason, block, cosine_logits)
 from .learner import clip_learner, PromptCallback
 from .methods import Method, register_method
 from .baselines import imagenet_templates, text_tokenizer
@@ -377,8 +376,8 @@ def src_terms(model:PromptSRCModel, # The model that computed `logits`, in train
         raise ValueError("The model kept no features: src_terms follows a training forward pass "
                          "with gradients.")
     fi, ft = (F.normalize(f.float(), dim=-1) for f in model.last)
-    zt, zi = model.frozen_text_features(), F.normalize(model.frozen_image_features(x).float(),
-                                                       dim=-1)
+    zt, zi = (model.frozen_text_features(),
+              F.normalize(model.frozen_image_features(x).float(), dim=-1))
     zl = cosine_logits(model.clip, zi, zt)
     kl = F.kl_div(F.log_softmax(logits.float(), 1), F.log_softmax(zl, 1),
                   reduction='sum', log_target=True) / logits.numel()
@@ -533,8 +532,7 @@ for m in (Method('ivlp', 'IVLP', IVLPModel, ivlp_learner, kind='deep', epochs=ma
                                  f"{c['depth_text']}/{c['depth_vision']})",
                  paper=_mm + ' (its independent V-L prompting baseline)'),
           Method('maple', 'MaPLe', MaPLeModel, maple_learner, kind='deep', epochs=maple_epochs,
-                 lr=0.0035, bs=4,
-                 hparams=dict(n_ctx=2, depth=9, ctx_init='a photo of a'),
+                 lr=0.0035, bs=4, hparams=dict(n_ctx=2, depth=9, ctx_init='a photo of a'),
                  label=lambda c: f"MaPLe ({c['n_ctx']} ctx, depth {c['depth']})", paper=_mm),
           Method('promptsrc', 'PromptSRC', PromptSRCModel, promptsrc_learner, kind='deep',
                  epochs=promptsrc_epochs, lr=0.0025, bs=4,
