@@ -105,8 +105,8 @@ def train_views(model, # A `PromptModel` (its frozen CLIP encodes the images)
         for _ in range(views):
             f, yv = image_features(model, dl, progress=False, autocast=autocast and autocast())
             if y is not None and not torch.equal(y, yv):
-                raise RuntimeError("The training DataLoader gave its items in a different order on "
-                                   "two passes.")
+                raise RuntimeError("The training DataLoader gave its items in a different order "
+                                   "on two passes.")
             fs.append(f); y = yv
     return torch.stack(fs), y
 
@@ -189,8 +189,8 @@ class StatsHead(FeatureHead):
         if sorted(self.state) != sorted(tensors):
             raise ValueError(f"{type(self).__name__} holds tensors {sorted(self.state)}; got "
                              f"{sorted(tensors)}.")
-        fits = lambda s, want: len(s) == len(want) and all(w is None or w == n for w, n in zip(want,
-                                                                                               s))
+        fits = lambda s, want: len(s) == len(want) and all(w is None or w == n
+                                                            for w, n in zip(want, s))
         want = self.shapes()
         bad = [f"{n} {tuple(tensors[n].shape)} (needs "
                f"{tuple('n' if w is None else w for w in want[n])})"
@@ -304,8 +304,8 @@ def valid_features(learn:Learner) -> tuple:
     if dl is None or not (len(dl.ys) if isinstance(dl, FeatureDL) else len(dl.dataset)):
         raise ValueError("The hyper-parameters are searched on the validation images, and there "
                          "are none: build the DataLoaders with validation images "
-                         "(`fewshot_dls(n_valid=...)`), or pass `search=False` to keep the current "
-                         "ones.")
+                         "(`fewshot_dls(n_valid=...)`), or pass `search=False` to keep the "
+                         "current ones.")
     if isinstance(dl, FeatureDL): f, y = dl.feats[0], dl.ys
     else: f, y = image_features(m, dl, progress=False, autocast=_autocast(learn))
     return F.normalize(f.float(), dim=-1).to(m.text.device), y.to(m.text.device)
@@ -314,8 +314,8 @@ def valid_features(learn:Learner) -> tuple:
 def _train_free(model):
     raise ValueError(f"{type(model).__name__} trains nothing by gradient descent: its recipe "
                      "(`fit_tip_adapter`, `fit_gda`) searches its hyper-parameters on the "
-                     "validation images. Tip-Adapter-F (`tip_adapter_f_learner`) fine-tunes the "
-                     "cache.")
+                     "validation images. Tip-Adapter-F (`tip_adapter_f_learner`) fine-tunes "
+                     "the cache.")
 
 def _record(learn, **values):
     "Add `values` to `learn.coop_summary`"
@@ -328,7 +328,7 @@ def _tip_search_cfg(dls, alpha_scale, beta_scale, alpha_steps, beta_steps, init_
     bs, as_ = c['search_scale']
     return dict(search_scale=(beta_scale or bs, alpha_scale or as_),
                 search_step=(check_int(beta_steps, 'beta_steps'),
-                check_int(alpha_steps, 'alpha_steps')),
+                             check_int(alpha_steps, 'alpha_steps')),
                 init_alpha=c['init_alpha'] if init_alpha is None else init_alpha,
                 init_beta=init_beta, crop_scale=crop_scale)
 
@@ -395,8 +395,7 @@ def fit_tip_adapter(self:Learner, n_epoch:int=1, # Ignored: Tip-Adapter trains n
 
 # %% ../nbs/13_adapters.ipynb #2d365b9d
 _tip_hp = dict(templates=None, views=10, scale=100., alpha_scale=None, beta_scale=None,
-               alpha_steps=20, beta_steps=200,
-               init_alpha=None, init_beta=1.)
+               alpha_steps=20, beta_steps=200, init_alpha=None, init_beta=1.)
 _zhang = 'Zhang et al., Tip-Adapter: Training-free Adaption of CLIP for Few-shot Classification, ECCV 2022'
 register_method(Method('tip-adapter', 'Tip-Adapter', TipAdapterModel, tip_adapter_learner,
                        kind='head', fit='fit_tip_adapter',
@@ -426,8 +425,8 @@ def fit_tip_adapter_f(self:Learner, n_epoch:int=20, # Epochs (official: 20; Euro
                      ):
     ("Tip-Adapter-F's recipe: the keys fine-tuned by AdamW, a cosine schedule per step, α and β at "
      "their initial values; then searched")
-    check_int(n_epoch, 'n_epoch'); check_num(lr, 'lr'); check_num(eps, 'eps'); check_num(wd, 'wd',
-                                                                                         lo_ok=True)
+    check_int(n_epoch, 'n_epoch'); check_num(lr, 'lr'); check_num(eps, 'eps')
+    check_num(wd, 'wd', lo_ok=True)
     m, cfg = unwrap(self.model), getattr(self, 'tip', None) or tip_config()
     m.set_hypers(cfg['init_alpha'], cfg['init_beta'])
     old = self.opt_func, self.opt
@@ -456,8 +455,7 @@ def tip_adapter_f_learner(dls, arch='ViT-B-16', pretrained:str|None='openai', te
 
 # %% ../nbs/13_adapters.ipynb #6c910086
 register_method(Method('tip-adapter-f', 'Tip-Adapter-F', TipAdapterFModel, tip_adapter_f_learner,
-                       kind='head',
-                       fit='fit_tip_adapter_f', epochs=tip_epochs, lr=1e-3, bs=256,
+                       kind='head', fit='fit_tip_adapter_f', epochs=tip_epochs, lr=1e-3, bs=256,
                        hparams=dict(_tip_hp), paper=_zhang))
 
 # %% ../nbs/13_adapters.ipynb #b5f28ed8
@@ -517,14 +515,14 @@ def clip_adapter_learner(dls, # DataLoaders of images and class labels; `dls.voc
     "A `Learner` that trains CLIP-Adapter's residual bottleneck on the frozen image features of `dls`"
     templates = adapter_templates(_dataset(dls), ensemble=False) if templates is None else templates
     return clip_learner(dls, partial(ClipAdapterModel, templates=templates, ratio=ratio,
-                                     reduction=reduction), arch, pretrained,
-                        method='clip-adapter', **kwargs)
+                                     reduction=reduction),
+                        arch, pretrained, method='clip-adapter', **kwargs)
 
 # %% ../nbs/13_adapters.ipynb #e8e48816
 register_method(Method('clip-adapter', 'CLIP-Adapter', ClipAdapterModel, clip_adapter_learner,
                        kind='head', fit='fit_clip_adapter',
-                       epochs=paper_epochs, lr=2e-3, bs=32, hparams=dict(templates=None, ratio=0.2,
-                                                                         reduction=4),
+                       epochs=paper_epochs, lr=2e-3, bs=32,
+                       hparams=dict(templates=None, ratio=0.2, reduction=4),
                        paper='Gao et al., CLIP-Adapter: Better Vision-Language Models with Feature '
                              'Adapters, IJCV 2023'))
 
@@ -604,8 +602,7 @@ def gda_learner(dls, # DataLoaders: few-shot training and validation images; `dl
     "A `Learner` whose model is GDA's classifier of the training images of `dls`; `fit_gda` searches α on `dls.valid`"
     templates = adapter_templates(_dataset(dls)) if templates is None else templates
     learn = clip_learner(dls, partial(GDAModel, templates=templates, scale=scale), arch, pretrained,
-                         method='gda',
-                         splitter=_train_free, **kwargs)
+                         method='gda', splitter=_train_free, **kwargs)
     m = unwrap(learn.model)
     v, y = train_views(m, dls.train, views, crop_scale, partial(_autocast, learn))
     v, y = v.float().to(m.text.device), y.to(m.text.device)
