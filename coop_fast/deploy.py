@@ -23,8 +23,8 @@ __all__ = ['head_format', 'head_version', 'bake_refusal', 'BakedHead', 'image_ch
 
 # %% ../nbs/15_deploy.ipynb #5b60066a
 _refusals = {'conditional': "its text features depend on the image (the context is shifted for "
-                            "each image), so no single matrix of class features classifies every "
-                            "image",
+                            "each image), so no single matrix of class features classifies "
+                            "every image",
              'deep': "its prompts enter the image tower too, so the image features depend on the "
                      "prompt, and the plain image encoder would compute other features"}
 
@@ -220,7 +220,7 @@ def _read_head(path):
     if (v := info.get('format_version')) != head_version:
         raise _bad(path,
                    f"it has head format version {v!r}, written by coop_fast {info.get('version')}; "
-                         f"this coop_fast ({coop_fast.__version__}) reads version {head_version}.")
+                   f"this coop_fast ({coop_fast.__version__}) reads version {head_version}.")
     try: ts = _st_load(data)
     except Exception as e: raise _bad(path, f"it is truncated or corrupt ({e}).") from None
     return info, ts
@@ -258,11 +258,11 @@ def head_clip(head:BakedHead, # A head from `bake` or `load_head`
     "The CLIP `head` was baked on, loaded with `load_clip` from the architecture and weights the head records"
     arch, pre = head.info.get('arch'), head.info.get('pretrained')
     if arch is None:
-        raise ValueError("This head does not record which CLIP it was baked on; load that CLIP and "
-                         "pass it.")
+        raise ValueError("This head does not record which CLIP it was baked on; load that CLIP "
+                         "and pass it.")
     if pre is None:
         raise ValueError(f"This head was baked on a random-weight {arch!r} CLIP, which cannot be "
-                                     "loaded again by name; pass that CLIP itself.")
+                         "loaded again by name; pass that CLIP itself.")
     return load_clip(arch, pre, device=device)
 
 # %% ../nbs/15_deploy.ipynb #d1c97571
@@ -282,8 +282,8 @@ class ImageClassifier(nn.Module):
             msg = f"The head was baked on CLIP {want!r}, not on {have!r}."
             if strict: raise ValueError(msg + " Pass strict=False to use it anyway.")
             warnings.warn(msg)
-        elif head.info.get('image_check') and not _same(image_check(clip),
-                                                        head.info['image_check']):
+        elif (head.info.get('image_check')
+              and not _same(image_check(clip), head.info['image_check'])):
             warnings.warn("The image tower's weights of this CLIP differ from those of the CLIP "
                           f"{want!r} the head was baked on; its predictions will differ.")
         self.visual, self.head, self.size = clip.visual, head, clip_pre(clip).size
@@ -382,10 +382,9 @@ def export_onnx(head:BakedHead, # The head, from `bake` or `load_head`
             warnings.filterwarnings('ignore', message='.*legacy TorchScript-based ONNX export',
                                     category=DeprecationWarning)
             torch.onnx.export(model, (x,), tmp, dynamo=False, opset_version=opset,
-                              input_names=['images'],
-                              output_names=['probabilities', 'logits'],
-                              dynamic_axes={k: {0: 'batch'} for k in ('images', 'probabilities',
-                                                                      'logits')})
+                              input_names=['images'], output_names=['probabilities', 'logits'],
+                              dynamic_axes={k: {0: 'batch'}
+                                            for k in ('images', 'probabilities', 'logits')})
         m = onnx.load(tmp)
         onnx.helper.set_model_props(m, onnx_props(head))
         m.producer_name, m.doc_string = ('coop_fast',
