@@ -73,8 +73,8 @@ def eval_stats(probs, # Class probabilities (or scores) `(N, n_cls)`
 
 def per_class(st) -> dict:
     "Count and accuracy per class of table `st` (from `eval_stats`), for result records"
-    return {c: dict(n=int(n), accuracy=float(a)) for c, n, a in zip(st['class'], st['n'],
-                                                                    st.accuracy)}
+    return {c: dict(n=int(n), accuracy=float(a))
+            for c, n, a in zip(st['class'], st['n'], st.accuracy)}
 
 # %% ../nbs/17_experiments.ipynb #e434fcc1
 result_kind = 'coop_fast.result'  # 'kind' of a result record
@@ -110,8 +110,7 @@ def read_results(paths:list, # Result JSON files, or folders of them (searched r
 
 # %% ../nbs/17_experiments.ipynb #dfeabb98
 outcomes = ('kind', 'version', 'time', 'command', 'seed', 'accuracy', 'macro_f1', 'n', 'per_class',
-            'absent', 'prompt',
-            'valid_accuracy', 'n_train', 'seconds', 'gpu', 'device',
+            'absent', 'prompt', 'valid_accuracy', 'n_train', 'seconds', 'gpu', 'device',
             'host', 'workers', 'threads', 'log')  # record fields, not settings
 
 def _hashable(v):
@@ -151,7 +150,7 @@ def aggregate(recs:list, # Result records
     extra = _varying(df, by)
     if extra:
         warnings.warn(f"Runs with the same {', '.join(by)} differ in {', '.join(extra)}: they get "
-                            "separate rows (choose the grouping with --by / `by`).")
+                      "separate rows (choose the grouping with --by / `by`).")
     rows = by + extra
     if 'seed' in df:
         df = _dedupe(df, rows + ['seed'], 'repeat the seed of a run with the same settings')
