@@ -36,11 +36,11 @@ def prompt_card(info:dict, # A prompt file's metadata (`read_prompt`'s second va
     acc = [f"{_pct(s['test_accuracy'])} on its {s.get('split', 'test')} split"
            + (f" ({s['n_test']} images)" if 'n_test' in s else '')
            if isinstance(s.get('test_accuracy'), (int, float)) else None,
-           f"{_pct(s['accuracy'])} on its validation images" if isinstance(s.get('accuracy'),
-                                                                           (int, float)) else None]
+           f"{_pct(s['accuracy'])} on its validation images"
+           if isinstance(s.get('accuracy'), (int, float)) else None]
     if any(acc): lines.append(f"**Accuracy**: {'; '.join(a for a in acc if a)}")
-    shown = ', '.join(html.escape(str(n)) for n in names[:50]) + (f" and {len(names) - 50} more"
-                                                                  if len(names) > 50 else '')
+    shown = (', '.join(html.escape(str(n)) for n in names[:50])
+             + (f" and {len(names) - 50} more" if len(names) > 50 else ''))
     lines.append(f"**Classes** ({len(names)}): {shown}")
     return '\n\n'.join(lines)
 
@@ -64,8 +64,8 @@ def classify(model, # A `PromptModel`, e.g. from `load_prompt`
             res.append(dict(file=f.name, error=_why(f, e))); continue
         res.append(dict(file=f.name, image=ims[-1][1]))
     if ims:
-        probs = predict(model,
-                        [im for _, im in ims], with_probs=True)[list(model.classnames)].to_numpy()
+        probs = predict(model, [im for _, im in ims],
+                        with_probs=True)[list(model.classnames)].to_numpy()
         for (i, _), p in zip(ims, probs):
             k = p.argsort()[::-1][:top]
             res[i]['top'] = [(model.classnames[j], float(p[j])) for j in k]
@@ -110,8 +110,8 @@ def _gradio():
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
     try: import gradio as gr
     except ImportError:
-        raise ImportError("The app needs Gradio: pip install 'coop_fast[app]' (or pip install "
-                          "gradio).") from None
+        raise ImportError("The app needs Gradio: pip install 'coop_fast[app]' (or "
+                          "pip install gradio).") from None
     return gr
 
 def _model(prompt, classnames, device):
@@ -164,6 +164,5 @@ def serve(prompt, # A prompt file, or a `PromptModel`
     theme = gr.themes.Default(font=['ui-sans-serif', 'system-ui', 'sans-serif'],
                               font_mono=['ui-monospace', 'monospace'])  # no web fonts
     app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, inline=False,
-               footer_links=[], max_file_size=max_file_size,
-               theme=theme, css=_css, quiet=not block)
+               footer_links=[], max_file_size=max_file_size, theme=theme, css=_css, quiet=not block)
     return app
