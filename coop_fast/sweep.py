@@ -49,10 +49,9 @@ def sweep_runs(datasets, # Dataset names, e.g. `['oxford_pets', 'caltech101']`
         g = min(ids, key=load.get)
         load[g] += r['shots']
         r['gpu'], r['out'] = g, f"{out}/{r['name']}.safetensors"
-        r['argv'] = [str(r['dataset']), '--root', str(root), '--shots', str(r['shots']), '--seed',
-                     str(r['seed']),
-                     *(['--method', r['method']] if r['method'] else []), '--out', r['out'],
-                     '--resume', *shlex.split(args)]
+        r['argv'] = [str(r['dataset']), '--root', str(root), '--shots', str(r['shots']),
+                     '--seed', str(r['seed']), *(['--method', r['method']] if r['method'] else []),
+                     '--out', r['out'], '--resume', *shlex.split(args)]
         r['cmd'] = shlex.join([*shlex.split(cmd), 'train', *r['argv']])
         r['evals'] = [dict(dataset=t, out=f"{out}/{r['name']}.on_{t}.json") for t in targets
                       if t != r['dataset']]
@@ -119,8 +118,8 @@ class TrainTask:
 
     def steps(self) -> list:
         "The commands left to run: training unless it is done, then each evaluation whose record is not there"
-        todo = [] if self.done is not None and Path(self.done).is_file() else [['train',
-                                                                                *self.argv]]
+        todo = ([] if self.done is not None and Path(self.done).is_file()
+                else [['train', *self.argv]])
         return todo + [['eval', *e] for e in self.evals
                        if not Path(e[e.index('--out') + 1]).is_file()]
 
@@ -171,8 +170,7 @@ def run_finished(run:dict) -> bool:
     except ValueError: return False
 
 active_states = ('PENDING', 'CONFIGURING', 'RUNNING', 'COMPLETING', 'SUSPENDED', 'REQUEUED',
-                 'REQUEUE_HOLD', 'REQUEUE_FED',
-                 'RESIZING', 'SIGNALING',
+                 'REQUEUE_HOLD', 'REQUEUE_FED', 'RESIZING', 'SIGNALING',
                  'STAGE_OUT', 'RESV_DEL_HOLD', 'SPECIAL_EXIT')  # Slurm states of a job not yet over
 
 def run_state(run:dict, # A run of `sweep_runs`
@@ -198,8 +196,8 @@ def run_state(run:dict, # A run of `sweep_runs`
     if jid:
         how = f"ended {slurm[jid]}" if jid in slurm else "ended"
         return dict(state='failed',
-                    why=f"Slurm job {jid} {how} before the run did (cancelled, out of time or "
-                        "memory?)",
+                    why=f"Slurm job {jid} {how} before the run did (cancelled, out of "
+                        "time or memory?)",
                     log=str(log), slurm_log=job.get('stderr'))
     return dict(state='pending', why='not run yet')
 
@@ -288,8 +286,8 @@ def submit_slurm(tasks:list, # `TrainTask`s
     if mem_gb is not None: check_num(mem_gb, 'mem_gb')
     ex = submitit.SlurmExecutor(folder=Path(folder))
     p = dict(job_name=name, time=time_min, cpus_per_task=cpus, ntasks_per_node=1,
-             array_parallelism=max_parallel,
-             partition=partition, gpus_per_node=gpus_per_task or None,
+             array_parallelism=max_parallel, partition=partition,
+             gpus_per_node=gpus_per_task or None,
              mem=None if mem_gb is None else f'{math.ceil(mem_gb * 1024)}M',
              setup=setup, additional_parameters=slurm_args)
     ex.update_parameters(**{k: v for k, v in p.items() if v is not None})
@@ -297,8 +295,8 @@ def submit_slurm(tasks:list, # `TrainTask`s
         with ex.batch(): jobs = [ex.submit(t) for t in tasks]
     except submitit.core.utils.FailedJobError as e:
         raise ValueError(f"Slurm refused the job array: {e}") from None
-    return [dict(job_id=j.job_id, stdout=str(j.paths.stdout),
-                 stderr=str(j.paths.stderr)) for j in jobs]
+    return [dict(job_id=j.job_id, stdout=str(j.paths.stdout), stderr=str(j.paths.stderr))
+            for j in jobs]
 
 # %% ../nbs/18_sweep.ipynb #a20ea24f
 executors = ('local', 'slurm')
@@ -316,8 +314,8 @@ def sweep_summary(runs:list, # Runs of `sweep_runs`
     jobs = _read_jobs(logs)
     try: slurm = slurm_states() if jobs else {}
     except (OSError, RuntimeError): slurm = {}  # no Slurm here (any more): its jobs are over
-    states = {r['name']: run_state(r, Path(logs)/f"{r['name']}.log",
-                                   jobs.get(r['name']), slurm) for r in runs}
+    states = {r['name']: run_state(r, Path(logs)/f"{r['name']}.log", jobs.get(r['name']), slurm)
+              for r in runs}
     done = [f for r in runs if states[r['name']]['state'] == 'finished' for f in run_records(r)]
     if not done: return SweepSummary(states)
     from coop_fast.experiments import read_results, aggregate
