@@ -356,8 +356,8 @@ class PromptSRCModel(IVLPModel):
 def frozen_text_features(self:PromptSRCModel, bs:int=1000):
     "CLIP's own text features `(n_cls, dim)` of the classes, averaged over `promptsrc_templates`, then normalised"
     if self._frozen is not None: return self._frozen
-    names, tok, dev = ([clean_classname(n) for n in self.classnames], text_tokenizer(self.clip),
-                       self.device)
+    names, tok, dev = ([clean_classname(n) for n in self.classnames],
+                       text_tokenizer(self.clip), self.device)
     texts = [t.format(n) for t in promptsrc_templates for n in names]
     f = torch.cat([self.clip.encode_text(tok(texts[i:i + bs]).to(dev)).float()
                    for i in range(0, len(texts), bs)])
@@ -373,8 +373,8 @@ def src_terms(model:PromptSRCModel, # The model that computed `logits`, in train
              ):
     "PromptSRC's self-regularising loss terms: L1 to CLIP's frozen text and image features, KL to its zero-shot logits"
     if model.last is None:
-        raise ValueError("The model kept no features: src_terms follows a training forward pass "
-                         "with gradients.")
+        raise ValueError("The model kept no features: src_terms follows a training forward "
+                         "pass with gradients.")
     fi, ft = (F.normalize(f.float(), dim=-1) for f in model.last)
     zt, zi = (model.frozen_text_features(),
               F.normalize(model.frozen_image_features(x).float(), dim=-1))
