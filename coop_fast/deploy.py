@@ -43,8 +43,8 @@ def bake_refusal(method, # A `Method`, or the name of one in `coop_fast.methods`
                     "has no `linear_head()`, so its classifier is not known to be linear in the "
                     f"image feature. {use}")
         if model.linear_head() is None:
-            return (f"{what} cannot be baked into a classifier head: its classifier is not linear in "
-                    f"the image feature. {use}")
+            return (f"{what} cannot be baked into a classifier head: its classifier is not linear "
+                    f"in the image feature. {use}")
 
 # %% ../nbs/15_deploy.ipynb #f26c266c
 head_format = 'coop_fast.head'  # safetensors metadata 'format' of a head file
