@@ -100,7 +100,8 @@ def results_html(res:list) -> str:
         im = (f'<img class="coop-thumb" src="{thumbnail(r["image"])}" alt="{f}">'
               if r.get('image') is not None else '')
         out.append(f'<div class="coop-pred" data-file="{f}" '
-                   f'data-top="{html.escape(r["top"][0][0])}">{im}<div><b>{f}</b>{rows}</div></div>')
+                   f'data-top="{html.escape(r["top"][0][0])}">{im}'
+                   f'<div><b>{f}</b>{rows}</div></div>')
     return f'<div class="coop-results">{"".join(out)}</div>' if out else ''
 
 # %% ../nbs/16_app.ipynb #9c7d5bcb
