@@ -35,7 +35,8 @@ def adapter_templates(dataset:str|None=None, # Benchmark dataset name (as `dls.f
     try: name = get_spec(dataset).name if dataset else None
     except ValueError: name = None
     if name is None: return ['a photo of a {}.']
-    return list(imagenet_templates_select) if ensemble and name == 'ImageNet' else get_templates(name)
+    return (list(imagenet_templates_select) if ensemble and name == 'ImageNet'
+            else get_templates(name))
 
 def _dataset(dls): return (getattr(dls, 'fewshot', None) or {}).get('dataset')
 
@@ -57,7 +58,8 @@ def tip_config(dataset:str|None=None) -> dict:
     "Tip-Adapter's official settings for `dataset` (ImageNet's for other data)"
     try: name = get_spec(dataset).name if dataset else 'ImageNet'
     except ValueError: name = 'ImageNet'
-    return dict(search_step=(200, 20), init_beta=1., lr=1e-3, views=10, **tip_configs.get(name, tip_configs['ImageNet']))
+    return dict(search_step=(200, 20), init_beta=1., lr=1e-3, views=10,
+                **tip_configs.get(name, tip_configs['ImageNet']))
 
 def tip_epochs(shots:int, dataset:str|None=None) -> int:
     "Tip-Adapter-F's epochs: 20 (EuroSAT: 100), whatever the shots"
@@ -72,7 +74,8 @@ def no_epochs(shots:int, dataset:str|None=None) -> int:
 def official_augment(dl, # A training DataLoader, e.g. `dls.train` of `fewshot_dls`
                      crop_scale=(0.5, 1.), # Area range of its random crops; None leaves them as they are
                     ):
-    "Within this context, `dl` crops to `crop_scale` of the image area and keeps its last partial batch, as the official loaders"
+    ("Within this context, `dl` crops to `crop_scale` of the image area and keeps its last partial "
+     "batch, as the official loaders")
     fs = getattr(getattr(dl, 'after_item', None), 'fs', None) or []
     crops = [t for t in fs if isinstance(t, ClipCrop)] if crop_scale is not None else []
     old, drop = [c.scale for c in crops], dl.drop_last
@@ -90,23 +93,27 @@ def train_views(model, # A `PromptModel` (its frozen CLIP encodes the images)
                 crop_scale=(0.5, 1.), # Area range of the random crops (see `official_augment`)
                 autocast=None, # Function returning a context manager to encode in, e.g. `lambda: torch.autocast('cuda')`
                ) -> tuple:
-    "Raw image features `(max(views, 1), n, dim)` of the items of `dl` under `views` random augmentations, and labels `(n,)`"
+    ("Raw image features `(max(views, 1), n, dim)` of the items of `dl` under `views` random "
+     "augmentations, and labels `(n,)`")
     check_int(views, 'views', lo=0)
     if views == 0:
-        f, y = image_features(model, dl, eval_tfms=True, progress=False, autocast=autocast and autocast())
+        f, y = image_features(model, dl, eval_tfms=True, progress=False,
+                              autocast=autocast and autocast())
         return f[None], y
     fs, y = [], None
     with official_augment(dl, crop_scale):
         for _ in range(views):
             f, yv = image_features(model, dl, progress=False, autocast=autocast and autocast())
             if y is not None and not torch.equal(y, yv):
-                raise RuntimeError("The training DataLoader gave its items in a different order on two passes.")
+                raise RuntimeError("The training DataLoader gave its items in a different order "
+                                   "on two passes.")
             fs.append(f); y = yv
     return torch.stack(fs), y
 
 # %% ../nbs/13_adapters.ipynb #40028e24
 class FeatureHead(PromptModel):
-    "A classifier of `classnames` on frozen CLIP image features, with CLIP's zero-shot classifier of `templates` as `text`"
+    ("A classifier of `classnames` on frozen CLIP image features, with CLIP's zero-shot classifier "
+     "of `templates` as `text`")
     features_ok = True  # frozen image features in, logits out: features can be cached
     def __init__(self, clip_model, # open_clip CLIP model
                  classnames:list, # Class names; '_' becomes a space
@@ -118,7 +125,8 @@ class FeatureHead(PromptModel):
 
     def set_text(self, classnames):
         "Compute the zero-shot classifier of `classnames`"
-        self.register_buffer('text', zeroshot_features(self.clip, classnames, self.templates), persistent=False)
+        self.register_buffer('text', zeroshot_features(self.clip, classnames, self.templates),
+                             persistent=False)
         self.classnames = list(classnames)
 
     def config(self) -> dict: return dict(templates=self.templates)
@@ -145,7 +153,8 @@ class StatsHead(FeatureHead):
     def config(self) -> dict: return dict(templates=self.templates, scale=self.scale)
 
     @property
-    def logit_scale(self): return self.clip.logit_scale.exp().float() if self.scale is None else self.scale
+    def logit_scale(self):
+        return self.clip.logit_scale.exp().float() if self.scale is None else self.scale
 
     def zeroshot_logits(self, f):
         "`scale · f textᵀ` for normalised features `f`, in the official order of operations"
@@ -156,8 +165,9 @@ class StatsHead(FeatureHead):
     def set_classnames(self, classnames):
         "Only the classes it was built from: its statistics belong to them"
         if list(classnames) == self.classnames: return
-        raise ValueError(f"A {type(self).__name__} is built from the training images of its {self.n_cls} classes "
-                         f"({name_list(self.classnames, 5)}) and classifies those only; build it again for other classes.")
+        raise ValueError(f"A {type(self).__name__} is built from the training images of its "
+                         f"{self.n_cls} classes ({name_list(self.classnames, 5)}) and classifies "
+                         "those only; build it again for other classes.")
 
     def shapes(self) -> dict:
         "The shape of each state tensor; None for a size set by the training data"
@@ -177,10 +187,13 @@ class StatsHead(FeatureHead):
     def load_state(self, tensors:dict):
         "Copy `tensors` (as `prompt_state` gives them) into this model, or say which do not fit"
         if sorted(self.state) != sorted(tensors):
-            raise ValueError(f"{type(self).__name__} holds tensors {sorted(self.state)}; got {sorted(tensors)}.")
-        fits = lambda s, want: len(s) == len(want) and all(w is None or w == n for w, n in zip(want, s))
+            raise ValueError(f"{type(self).__name__} holds tensors {sorted(self.state)}; got "
+                             f"{sorted(tensors)}.")
+        fits = lambda s, want: len(s) == len(want) and all(w is None or w == n
+                                                            for w, n in zip(want, s))
         want = self.shapes()
-        bad = [f"{n} {tuple(tensors[n].shape)} (needs {tuple('n' if w is None else w for w in want[n])})"
+        bad = [f"{n} {tuple(tensors[n].shape)} (needs "
+               f"{tuple('n' if w is None else w for w in want[n])})"
                for n in self.state if not fits(tuple(tensors[n].shape), want[n])]
         if bad: raise ValueError(f"Tensors of the wrong shape: {', '.join(bad)}.")
         self.check_state(tensors)
@@ -201,7 +214,8 @@ def tip_keys(views):
 class TipAdapterModel(StatsHead):
     "Tip-Adapter: zero-shot logits plus α · exp(−β (1 − f·keysᵀ)) · one-hot(labels), a cache of the training features"
     state = ('keys', 'labels', 'alpha', 'beta')
-    def __init__(self, clip_model, classnames:list, templates='a photo of a {}.', scale:float|None=100.):
+    def __init__(self, clip_model, classnames:list, templates='a photo of a {}.',
+                 scale:float|None=100.):
         super().__init__(clip_model, classnames, templates, scale)
         d, dev = self.text.shape[1], self.text.device
         self.register_buffer('labels', torch.zeros(0, device=dev))
@@ -212,7 +226,8 @@ class TipAdapterModel(StatsHead):
 
     def make_keys(self, keys): self.register_buffer('keys', keys)
 
-    def shapes(self): return dict(keys=(None, self.text.shape[1]), labels=(None,), alpha=(), beta=())
+    def shapes(self):
+        return dict(keys=(None, self.text.shape[1]), labels=(None,), alpha=(), beta=())
 
     def check_state(self, tensors):
         n, y = len(tensors['keys']), tensors['labels']
@@ -222,7 +237,8 @@ class TipAdapterModel(StatsHead):
 
     def after_load(self):
         "Derive the one-hot cache values from the labels"
-        self.register_buffer('onehot', F.one_hot(self.labels.long(), self.n_cls).float(), persistent=False)
+        self.register_buffer('onehot', F.one_hot(self.labels.long(), self.n_cls).float(),
+                             persistent=False)
 
     def set_cache(self, keys, # Cache keys `(n, dim)`, normalised (see `tip_keys`)
                   labels, # Their classes `(n,)`
@@ -244,7 +260,8 @@ class TipAdapterModel(StatsHead):
         "Logits for normalised image features `f`"
         return self.zeroshot_logits(f) + self.cache_logits(self.affinity(f), self.beta) * self.alpha
 
-    def linear_head(self): return None  # the cache's affinity exp(−β(1 − f·keysᵀ)) is not linear in f: it cannot bake
+    def linear_head(self):
+        return None  # the cache's affinity exp(−β(1 − f·keysᵀ)) is not linear in f: it cannot bake
 
 # %% ../nbs/13_adapters.ipynb #32c0d1bb
 def tip_grid(search_scale:float, # Upper end (not reached)
@@ -273,7 +290,8 @@ def search_tip(model:TipAdapterModel, # A Tip-Adapter (or Tip-Adapter-F) model
     return best[1], best[2], best[0] / len(ys)
 
 # %% ../nbs/13_adapters.ipynb #1dd01443
-_autocast_types = {'fp16': torch.float16, 'amp': torch.float16, 'bf16': torch.bfloat16, 'amp_bf16': torch.bfloat16}
+_autocast_types = {'fp16': torch.float16, 'amp': torch.float16, 'bf16': torch.bfloat16,
+                   'amp_bf16': torch.bfloat16}
 
 def _autocast(learn):
     "A new autocast context for the features of `learn`, as its `precision` asks, or None"
@@ -284,35 +302,44 @@ def valid_features(learn:Learner) -> tuple:
     "Normalised image features and labels of the validation split of `learn`, on its model's device"
     dl, m = (learn.dls.valid if len(learn.dls.loaders) > 1 else None), unwrap(learn.model)
     if dl is None or not (len(dl.ys) if isinstance(dl, FeatureDL) else len(dl.dataset)):
-        raise ValueError("The hyper-parameters are searched on the validation images, and there are none: build the DataLoaders "
-                         "with validation images (`fewshot_dls(n_valid=...)`), or pass `search=False` to keep the current ones.")
+        raise ValueError("The hyper-parameters are searched on the validation images, and there "
+                         "are none: build the DataLoaders with validation images "
+                         "(`fewshot_dls(n_valid=...)`), or pass `search=False` to keep the "
+                         "current ones.")
     if isinstance(dl, FeatureDL): f, y = dl.feats[0], dl.ys
     else: f, y = image_features(m, dl, progress=False, autocast=_autocast(learn))
     return F.normalize(f.float(), dim=-1).to(m.text.device), y.to(m.text.device)
 
 # %% ../nbs/13_adapters.ipynb #790b4ab7
 def _train_free(model):
-    raise ValueError(f"{type(model).__name__} trains nothing by gradient descent: its recipe (`fit_tip_adapter`, "
-                     "`fit_gda`) searches its hyper-parameters on the validation images. Tip-Adapter-F "
-                     "(`tip_adapter_f_learner`) fine-tunes the cache.")
+    raise ValueError(f"{type(model).__name__} trains nothing by gradient descent: its recipe "
+                     "(`fit_tip_adapter`, `fit_gda`) searches its hyper-parameters on the "
+                     "validation images. Tip-Adapter-F (`tip_adapter_f_learner`) fine-tunes "
+                     "the cache.")
 
 def _record(learn, **values):
     "Add `values` to `learn.coop_summary`"
     learn.coop_summary = {**(getattr(learn, 'coop_summary', None) or {}), **values}
 
-def _tip_search_cfg(dls, alpha_scale, beta_scale, alpha_steps, beta_steps, init_alpha, init_beta, crop_scale) -> dict:
+def _tip_search_cfg(dls, alpha_scale, beta_scale, alpha_steps, beta_steps, init_alpha, init_beta,
+                    crop_scale) -> dict:
     "The search settings of a Tip-Adapter learner: the given ones, else the official ones of the dataset of `dls`"
     c = tip_config(_dataset(dls))
     bs, as_ = c['search_scale']
-    return dict(search_scale=(beta_scale or bs, alpha_scale or as_), search_step=(check_int(beta_steps, 'beta_steps'),
-                check_int(alpha_steps, 'alpha_steps')), init_alpha=c['init_alpha'] if init_alpha is None else init_alpha,
+    return dict(search_scale=(beta_scale or bs, alpha_scale or as_),
+                search_step=(check_int(beta_steps, 'beta_steps'),
+                             check_int(alpha_steps, 'alpha_steps')),
+                init_alpha=c['init_alpha'] if init_alpha is None else init_alpha,
                 init_beta=init_beta, crop_scale=crop_scale)
 
-def _tip_learner(model_cls, method, dls, arch, pretrained, templates, views, crop_scale, scale, search, **kwargs):
+def _tip_learner(model_cls, method, dls, arch, pretrained, templates, views, crop_scale, scale,
+                 search, **kwargs):
     "A `clip_learner` of `model_cls` with its cache filled from `views` augmented views of `dls.train`"
     templates = adapter_templates(_dataset(dls)) if templates is None else templates
-    splitter = kwargs.pop('splitter', None) or (_train_free if model_cls is TipAdapterModel else None)
-    learn = clip_learner(dls, partial(model_cls, templates=templates, scale=scale), arch, pretrained, method=method,
+    splitter = (kwargs.pop('splitter', None)
+                or (_train_free if model_cls is TipAdapterModel else None))
+    learn = clip_learner(dls, partial(model_cls, templates=templates, scale=scale), arch,
+                         pretrained, method=method,
                          **({} if splitter is None else dict(splitter=splitter)), **kwargs)
     m = unwrap(learn.model)
     v, y = train_views(m, dls.train, views, crop_scale, partial(_autocast, learn))
@@ -337,16 +364,20 @@ def tip_adapter_learner(dls, # DataLoaders: few-shot training and validation ima
                         init_alpha:float|None=None, # α before the search; None: the dataset's
                         init_beta:float=1., # β before the search (official: 1)
                         **kwargs):
-    "A `Learner` whose model is Tip-Adapter's cache of the training images of `dls`; `fit_tip_adapter` searches α, β on `dls.valid`"
-    search = _tip_search_cfg(dls, alpha_scale, beta_scale, alpha_steps, beta_steps, init_alpha, init_beta, crop_scale)
-    return _tip_learner(TipAdapterModel, 'tip-adapter', dls, arch, pretrained, templates, views, crop_scale, scale, search, **kwargs)
+    ("A `Learner` whose model is Tip-Adapter's cache of the training images of `dls`; "
+     "`fit_tip_adapter` searches α, β on `dls.valid`")
+    search = _tip_search_cfg(dls, alpha_scale, beta_scale, alpha_steps, beta_steps, init_alpha,
+                             init_beta, crop_scale)
+    return _tip_learner(TipAdapterModel, 'tip-adapter', dls, arch, pretrained, templates, views,
+                        crop_scale, scale, search, **kwargs)
 
 # %% ../nbs/13_adapters.ipynb #5d6ed26b
 def _search_tip(learn, search_scale, search_step):
     "Search α, β of `learn`'s Tip-Adapter on its validation images; set and record them"
     m, cfg = unwrap(learn.model), getattr(learn, 'tip', None) or tip_config()
     f, y = valid_features(learn)
-    beta, alpha, acc = search_tip(m, f, y, search_scale or cfg['search_scale'], search_step or cfg['search_step'])
+    beta, alpha, acc = search_tip(m, f, y, search_scale or cfg['search_scale'],
+                                  search_step or cfg['search_step'])
     m.set_hypers(alpha, beta)
     _record(learn, alpha=alpha, beta=beta, accuracy=acc, stopped=None)
 
@@ -363,10 +394,11 @@ def fit_tip_adapter(self:Learner, n_epoch:int=1, # Ignored: Tip-Adapter trains n
     _record(self, epochs=0, iterations=0)
 
 # %% ../nbs/13_adapters.ipynb #2d365b9d
-_tip_hp = dict(templates=None, views=10, scale=100., alpha_scale=None, beta_scale=None, alpha_steps=20, beta_steps=200,
-               init_alpha=None, init_beta=1.)
+_tip_hp = dict(templates=None, views=10, scale=100., alpha_scale=None, beta_scale=None,
+               alpha_steps=20, beta_steps=200, init_alpha=None, init_beta=1.)
 _zhang = 'Zhang et al., Tip-Adapter: Training-free Adaption of CLIP for Few-shot Classification, ECCV 2022'
-register_method(Method('tip-adapter', 'Tip-Adapter', TipAdapterModel, tip_adapter_learner, kind='head', fit='fit_tip_adapter',
+register_method(Method('tip-adapter', 'Tip-Adapter', TipAdapterModel, tip_adapter_learner,
+                       kind='head', fit='fit_tip_adapter',
                        epochs=no_epochs, lr=1e-3, bs=256, hparams=dict(_tip_hp), paper=_zhang))
 
 # %% ../nbs/13_adapters.ipynb #fbb8bc72
@@ -376,7 +408,8 @@ class TipAdapterFModel(TipAdapterModel):
 
 # %% ../nbs/13_adapters.ipynb #5a756d7b
 def tip_adamw(params, lr:float=1e-3, eps:float=1e-4, wd:float=0.01):
-    "Tip-Adapter-F's optimizer, `torch.optim.AdamW(lr, eps=eps)` with its default betas and weight decay, as a fastai `Adam`"
+    ("Tip-Adapter-F's optimizer, `torch.optim.AdamW(lr, eps=eps)` with its default betas and "
+     "weight decay, as a fastai `Adam`")
     return Adam(params, lr, mom=0.9, sqr_mom=0.999, eps=eps, wd=wd, decouple_wd=True)
 
 @patch
@@ -390,30 +423,40 @@ def fit_tip_adapter_f(self:Learner, n_epoch:int=20, # Epochs (official: 20; Euro
                       cbs=None, # Extra callbacks for this fit
                       start_epoch:int=0, # Epoch to resume from
                      ):
-    "Tip-Adapter-F's recipe: the keys fine-tuned by AdamW, a cosine schedule per step, α and β at their initial values; then searched"
-    check_int(n_epoch, 'n_epoch'); check_num(lr, 'lr'); check_num(eps, 'eps'); check_num(wd, 'wd', lo_ok=True)
+    ("Tip-Adapter-F's recipe: the keys fine-tuned by AdamW, a cosine schedule per step, α and β at "
+     "their initial values; then searched")
+    check_int(n_epoch, 'n_epoch'); check_num(lr, 'lr'); check_num(eps, 'eps')
+    check_num(wd, 'wd', lo_ok=True)
     m, cfg = unwrap(self.model), getattr(self, 'tip', None) or tip_config()
     m.set_hypers(cfg['init_alpha'], cfg['init_beta'])
     old = self.opt_func, self.opt
     self.opt_func = partial(tip_adamw, eps=eps, wd=wd)
     try:
         with official_augment(self.dls.train, cfg.get('crop_scale', (0.5, 1.))):
-            self.fit(n_epoch, lr=lr, wd=wd, cbs=L(ParamScheduler({'lr': SchedCos(lr, 0.)})) + L(cbs), reset_opt=True,
+            self.fit(n_epoch, lr=lr, wd=wd,
+                     cbs=L(ParamScheduler({'lr': SchedCos(lr, 0.)})) + L(cbs), reset_opt=True,
                      start_epoch=start_epoch)
     finally: self.opt_func, self.opt = old
     if search: _search_tip(self, search_scale, search_step)
 
 @delegates(tip_adapter_learner)
-def tip_adapter_f_learner(dls, arch='ViT-B-16', pretrained:str|None='openai', templates=None, views:int=10, crop_scale=(0.5, 1.),
-                          scale:float|None=100., alpha_scale:float|None=None, beta_scale:float|None=None, alpha_steps:int=20,
-                          beta_steps:int=200, init_alpha:float|None=None, init_beta:float=1., **kwargs):
-    "A `Learner` whose model is Tip-Adapter-F's cache of the training images of `dls`; `fit_tip_adapter_f` fine-tunes it"
-    search = _tip_search_cfg(dls, alpha_scale, beta_scale, alpha_steps, beta_steps, init_alpha, init_beta, crop_scale)
-    return _tip_learner(TipAdapterFModel, 'tip-adapter-f', dls, arch, pretrained, templates, views, crop_scale, scale, search, **kwargs)
+def tip_adapter_f_learner(dls, arch='ViT-B-16', pretrained:str|None='openai', templates=None,
+                          views:int=10, crop_scale=(0.5, 1.),
+                          scale:float|None=100., alpha_scale:float|None=None,
+                          beta_scale:float|None=None, alpha_steps:int=20,
+                          beta_steps:int=200, init_alpha:float|None=None, init_beta:float=1.,
+                          **kwargs):
+    ("A `Learner` whose model is Tip-Adapter-F's cache of the training images of `dls`; "
+     "`fit_tip_adapter_f` fine-tunes it")
+    search = _tip_search_cfg(dls, alpha_scale, beta_scale, alpha_steps, beta_steps, init_alpha,
+                             init_beta, crop_scale)
+    return _tip_learner(TipAdapterFModel, 'tip-adapter-f', dls, arch, pretrained, templates, views,
+                        crop_scale, scale, search, **kwargs)
 
 # %% ../nbs/13_adapters.ipynb #6c910086
-register_method(Method('tip-adapter-f', 'Tip-Adapter-F', TipAdapterFModel, tip_adapter_f_learner, kind='head',
-                       fit='fit_tip_adapter_f', epochs=tip_epochs, lr=1e-3, bs=256, hparams=dict(_tip_hp), paper=_zhang))
+register_method(Method('tip-adapter-f', 'Tip-Adapter-F', TipAdapterFModel, tip_adapter_f_learner,
+                       kind='head', fit='fit_tip_adapter_f', epochs=tip_epochs, lr=1e-3, bs=256,
+                       hparams=dict(_tip_hp), paper=_zhang))
 
 # %% ../nbs/13_adapters.ipynb #b5f28ed8
 class ClipAdapterModel(FeatureHead):
@@ -423,32 +466,42 @@ class ClipAdapterModel(FeatureHead):
                  reduction:int=4, # Bottleneck reduction of the feature dimension (official: 4)
                 ):
         super().__init__(clip_model, classnames, templates)
-        self.ratio, self.reduction = check_num(ratio, 'ratio', lo=0., lo_ok=True), check_int(reduction, 'reduction')
+        self.ratio, self.reduction = (check_num(ratio, 'ratio', lo=0., lo_ok=True),
+                                      check_int(reduction, 'reduction'))
         if self.ratio > 1: raise ValueError(f"ratio must be in [0, 1], got {ratio!r}.")
         d = self.text.shape[1]
-        if d // reduction < 1: raise ValueError(f"reduction={reduction} leaves no bottleneck for features of dimension {d}.")
+        if d // reduction < 1:
+            raise ValueError(f"reduction={reduction} leaves no bottleneck for features of "
+                             f"dimension {d}.")
         self.adapter = nn.Sequential(nn.Linear(d, d // reduction, bias=False), nn.ReLU(),
-                                     nn.Linear(d // reduction, d, bias=False), nn.ReLU()).to(self.text.device)
+                                     nn.Linear(d // reduction, d, bias=False),
+                                     nn.ReLU()).to(self.text.device)
 
-    def config(self) -> dict: return dict(templates=self.templates, ratio=self.ratio, reduction=self.reduction)
+    def config(self) -> dict:
+        return dict(templates=self.templates, ratio=self.ratio, reduction=self.reduction)
 
     def set_classnames(self, classnames):
         "Classify `classnames` instead"
         self.set_text(classnames)
 
-    def head(self, f): return cosine_logits(self.clip, self.ratio * self.adapter(f) + (1 - self.ratio) * f, self.text)
+    def head(self, f):
+        return cosine_logits(self.clip, self.ratio * self.adapter(f) + (1 - self.ratio) * f,
+                             self.text)
 
-    def linear_head(self): return None  # a ReLU bottleneck on the feature is not linear in it: it cannot bake
+    def linear_head(self):
+        return None  # a ReLU bottleneck on the feature is not linear in it: it cannot bake
 
 # %% ../nbs/13_adapters.ipynb #0884314f
 @patch
-def fit_clip_adapter(self:Learner, n_epoch:int, # Epochs (CoOp's: 50 at 1 shot, 100 at 2-4, 200 at 8+; ImageNet 50)
+def fit_clip_adapter(self:Learner,
+                     n_epoch:int, # Epochs (CoOp's: 50 at 1 shot, 100 at 2-4, 200 at 8+; ImageNet 50)
                      lr:float=2e-3, # Learning rate after the warm-up epoch, annealed by a cosine
                      cbs=None, # Extra callbacks for this fit
                      start_epoch:int=0, # Epoch to resume from
                      **kwargs, # Passed to `fit_coop`: warmup_lr, warmup_epochs, mom, wd
                     ):
-    "CLIP-Adapter's recipe, which is CoOp's (its trainer runs with CoOp's configurations): SGD, a warm-up epoch, cosine from `lr`"
+    ("CLIP-Adapter's recipe, which is CoOp's (its trainer runs with CoOp's configurations): SGD, a "
+     "warm-up epoch, cosine from `lr`")
     self.fit_coop(n_epoch, lr=lr, cbs=cbs, start_epoch=start_epoch, **kwargs)
 
 @delegates(clip_learner, but=['make_model', 'method'])
@@ -461,22 +514,28 @@ def clip_adapter_learner(dls, # DataLoaders of images and class labels; `dls.voc
                          **kwargs):
     "A `Learner` that trains CLIP-Adapter's residual bottleneck on the frozen image features of `dls`"
     templates = adapter_templates(_dataset(dls), ensemble=False) if templates is None else templates
-    return clip_learner(dls, partial(ClipAdapterModel, templates=templates, ratio=ratio, reduction=reduction), arch, pretrained,
-                        method='clip-adapter', **kwargs)
+    return clip_learner(dls, partial(ClipAdapterModel, templates=templates, ratio=ratio,
+                                     reduction=reduction),
+                        arch, pretrained, method='clip-adapter', **kwargs)
 
 # %% ../nbs/13_adapters.ipynb #e8e48816
-register_method(Method('clip-adapter', 'CLIP-Adapter', ClipAdapterModel, clip_adapter_learner, kind='head', fit='fit_clip_adapter',
-                       epochs=paper_epochs, lr=2e-3, bs=32, hparams=dict(templates=None, ratio=0.2, reduction=4),
-                       paper='Gao et al., CLIP-Adapter: Better Vision-Language Models with Feature Adapters, IJCV 2023'))
+register_method(Method('clip-adapter', 'CLIP-Adapter', ClipAdapterModel, clip_adapter_learner,
+                       kind='head', fit='fit_clip_adapter',
+                       epochs=paper_epochs, lr=2e-3, bs=32,
+                       hparams=dict(templates=None, ratio=0.2, reduction=4),
+                       paper='Gao et al., CLIP-Adapter: Better Vision-Language Models with Feature '
+                             'Adapters, IJCV 2023'))
 
 # %% ../nbs/13_adapters.ipynb #319cfdd4
 def gda_classifier(feats, # Normalised image features `(n, dim)` of the training views
                    labels, # Their classes `(n,)`
                    n_cls:int, # Number of classes
                   ) -> tuple:
-    "GDA's linear classifier, weights `(n_cls, dim)` and biases `(n_cls,)`: class means, one shared covariance, its official shrinkage"
+    ("GDA's linear classifier, weights `(n_cls, dim)` and biases `(n_cls,)`: class means, one "
+     "shared covariance, its official shrinkage")
     if missing := [k for k in range(n_cls) if not (labels == k).any()]:
-        raise ValueError(f"GDA needs training images of every class; classes {name_list(missing)} have none.")
+        raise ValueError(f"GDA needs training images of every class; classes {name_list(missing)} "
+                         "have none.")
     mus = torch.stack([feats[labels == k].mean(0) for k in range(n_cls)])
     centred = torch.cat([feats[labels == k] - mus[k] for k in range(n_cls)])
     n, d = centred.shape
@@ -488,7 +547,8 @@ def gda_classifier(feats, # Normalised image features `(n, dim)` of the training
 class GDAModel(StatsHead):
     "GDA: zero-shot logits plus α · (f wᵀ + b), the linear discriminant of Gaussian classes with one shared covariance"
     state = ('weight', 'bias', 'alpha')
-    def __init__(self, clip_model, classnames:list, templates='a photo of a {}.', scale:float|None=100.):
+    def __init__(self, clip_model, classnames:list, templates='a photo of a {}.',
+                 scale:float|None=100.):
         super().__init__(clip_model, classnames, templates, scale)
         (c, d), dev = self.text.shape, self.text.device
         self.register_buffer('weight', torch.zeros(c, d, device=dev))
@@ -512,14 +572,16 @@ class GDAModel(StatsHead):
         return self.zeroshot_logits(f) + self.alpha * self.linear_logits(f)
 
     def linear_head(self):
-        "`(W, b)` with logits `f Wᵀ + b` for normalised `f`: GDA is one linear classifier, so it bakes (`coop_fast.deploy`)"
+        ("`(W, b)` with logits `f Wᵀ + b` for normalised `f`: GDA is one linear classifier, so it "
+         "bakes (`coop_fast.deploy`)")
         return self.logit_scale * self.text + self.alpha * self.weight, self.alpha * self.bias
 
 gda_alphas = (1e-4, 1e-3, 1e-2, 0.1, 1., 10., 100.)  # GDA's grid of alpha
 
 @torch.no_grad()
 def search_gda(model:GDAModel, f, ys, alphas=gda_alphas) -> tuple:
-    "GDA's α of best accuracy of `model` on normalised `f` with labels `ys` (the first best; 0.1 if none is right), and that accuracy"
+    ("GDA's α of best accuracy of `model` on normalised `f` with labels `ys` (the first best; 0.1 "
+     "if none is right), and that accuracy")
     f, ys = f.float().to(model.text.device), ys.to(model.text.device)
     zs, lin, best = model.zeroshot_logits(f), model.linear_logits(f), (0, 0.1)
     for alpha in alphas:
@@ -539,12 +601,13 @@ def gda_learner(dls, # DataLoaders: few-shot training and validation images; `dl
                 **kwargs):
     "A `Learner` whose model is GDA's classifier of the training images of `dls`; `fit_gda` searches α on `dls.valid`"
     templates = adapter_templates(_dataset(dls)) if templates is None else templates
-    learn = clip_learner(dls, partial(GDAModel, templates=templates, scale=scale), arch, pretrained, method='gda',
-                         splitter=_train_free, **kwargs)
+    learn = clip_learner(dls, partial(GDAModel, templates=templates, scale=scale), arch, pretrained,
+                         method='gda', splitter=_train_free, **kwargs)
     m = unwrap(learn.model)
     v, y = train_views(m, dls.train, views, crop_scale, partial(_autocast, learn))
     v, y = v.float().to(m.text.device), y.to(m.text.device)
-    m.set_classifier(*gda_classifier(F.normalize(v, dim=-1).flatten(0, 1), y.repeat(len(v)), m.n_cls))
+    m.set_classifier(*gda_classifier(F.normalize(v, dim=-1).flatten(0, 1), y.repeat(len(v)),
+                                     m.n_cls))
     _record(learn, views=views)
     return learn
 
@@ -564,6 +627,8 @@ def fit_gda(self:Learner, n_epoch:int=1, # Ignored: GDA trains nothing
     _record(self, epochs=0, iterations=0)
 
 # %% ../nbs/13_adapters.ipynb #552bc81e
-register_method(Method('gda', 'GDA', GDAModel, gda_learner, kind='head', fit='fit_gda', epochs=no_epochs, lr=1e-3, bs=256,
+register_method(Method('gda', 'GDA', GDAModel, gda_learner, kind='head', fit='fit_gda',
+                       epochs=no_epochs, lr=1e-3, bs=256,
                        hparams=dict(templates=None, views=10, scale=100.),
-                       paper='Wang et al., A Hard-to-Beat Baseline for Training-free CLIP-based Adaptation, ICLR 2024'))
+                       paper='Wang et al., A Hard-to-Beat Baseline for Training-free CLIP-based '
+                             'Adaptation, ICLR 2024'))

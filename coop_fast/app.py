@@ -27,15 +27,20 @@ def prompt_card(info:dict, # A prompt file's metadata (`read_prompt`'s second va
     except (KeyError, ValueError): label = info.get('method', '?')
     lines = [f"**Prompt**: {name + ' — ' if name else ''}{label} (method `{info.get('method')}`)",
              f"**CLIP**: `{info.get('arch')}`, weights `{info.get('pretrained')}`"]
-    train = [f"{s['shots']} shots per class" if 'shots' in s else None, f"seed {s['seed']}" if 'seed' in s else None,
+    train = [f"{s['shots']} shots per class" if 'shots' in s else None,
+             f"seed {s['seed']}" if 'seed' in s else None,
              f"{s['epochs']} epochs" if s.get('epochs') else None]
-    if s.get('dataset') or any(train): lines.append(f"**Trained**: {'on ' + str(s['dataset']) + ', ' if s.get('dataset') else ''}"
+    if s.get('dataset') or any(train):
+        lines.append(f"**Trained**: {'on ' + str(s['dataset']) + ', ' if s.get('dataset') else ''}"
                                                     + ', '.join(t for t in train if t))
-    acc = [f"{_pct(s['test_accuracy'])} on its {s.get('split', 'test')} split" + (f" ({s['n_test']} images)" if 'n_test' in s else '')
+    acc = [f"{_pct(s['test_accuracy'])} on its {s.get('split', 'test')} split"
+           + (f" ({s['n_test']} images)" if 'n_test' in s else '')
            if isinstance(s.get('test_accuracy'), (int, float)) else None,
-           f"{_pct(s['accuracy'])} on its validation images" if isinstance(s.get('accuracy'), (int, float)) else None]
+           f"{_pct(s['accuracy'])} on its validation images"
+           if isinstance(s.get('accuracy'), (int, float)) else None]
     if any(acc): lines.append(f"**Accuracy**: {'; '.join(a for a in acc if a)}")
-    shown = ', '.join(html.escape(str(n)) for n in names[:50]) + (f" and {len(names) - 50} more" if len(names) > 50 else '')
+    shown = (', '.join(html.escape(str(n)) for n in names[:50])
+             + (f" and {len(names) - 50} more" if len(names) > 50 else ''))
     lines.append(f"**Classes** ({len(names)}): {shown}")
     return '\n\n'.join(lines)
 
@@ -49,15 +54,18 @@ def classify(model, # A `PromptModel`, e.g. from `load_prompt`
              files:list, # Image files
              top:int=5, # Classes to give per image
             ) -> list:
-    "For each of `files`: `dict(file, image, top=[(class, probability), ...])`, or `dict(file, error)` for a file that is not an image"
+    ("For each of `files`: `dict(file, image, top=[(class, probability), ...])`, or `dict(file, "
+     "error)` for a file that is not an image")
     check_int(top, 'top')
     res, ims = [], []
     for f in map(Path, files):
         try: ims.append((len(res), open_image(f)))
-        except (ValueError, FileNotFoundError) as e: res.append(dict(file=f.name, error=_why(f, e))); continue
+        except (ValueError, FileNotFoundError) as e:
+            res.append(dict(file=f.name, error=_why(f, e))); continue
         res.append(dict(file=f.name, image=ims[-1][1]))
     if ims:
-        probs = predict(model, [im for _, im in ims], with_probs=True)[list(model.classnames)].to_numpy()
+        probs = predict(model, [im for _, im in ims],
+                        with_probs=True)[list(model.classnames)].to_numpy()
         for (i, _), p in zip(ims, probs):
             k = p.argsort()[::-1][:top]
             res[i]['top'] = [(model.classnames[j], float(p[j])) for j in k]
@@ -77,23 +85,34 @@ def thumbnail(im, size:int=64) -> str:
     return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode()
 
 def results_html(res:list) -> str:
-    "HTML of `classify`'s results: per image a thumbnail and its top classes with probability bars, or why a file is not an image"
+    ("HTML of `classify`'s results: per image a thumbnail and its top classes with probability "
+     "bars, or why a file is not an image")
     out = []
     for r in res:
         f = html.escape(r['file'])
-        if 'error' in r: out.append(f'<div class="coop-bad" data-file="{f}">{html.escape(r["error"])}</div>'); continue
-        rows = ''.join(f'<div class="coop-row"><span class="coop-class">{html.escape(c)}</span><span class="coop-bar" '
-                       f'style="width:{100 * p:.0f}px"></span><span class="coop-prob">{_pct(p)}</span></div>' for c, p in r['top'])
-        im = f'<img class="coop-thumb" src="{thumbnail(r["image"])}" alt="{f}">' if r.get('image') is not None else ''
-        out.append(f'<div class="coop-pred" data-file="{f}" data-top="{html.escape(r["top"][0][0])}">{im}<div><b>{f}</b>{rows}</div></div>')
+        if 'error' in r:
+            out.append(f'<div class="coop-bad" data-file="{f}">{html.escape(r["error"])}</div>')
+            continue
+        rows = ''.join('<div class="coop-row"><span '
+                       f'class="coop-class">{html.escape(c)}</span><span class="coop-bar" '
+                       f'style="width:{100 * p:.0f}px"></span><span '
+                       f'class="coop-prob">{_pct(p)}</span></div>' for c, p in r['top'])
+        im = (f'<img class="coop-thumb" src="{thumbnail(r["image"])}" alt="{f}">'
+              if r.get('image') is not None else '')
+        out.append(f'<div class="coop-pred" data-file="{f}" '
+                   f'data-top="{html.escape(r["top"][0][0])}">{im}'
+                   f'<div><b>{f}</b>{rows}</div></div>')
     return f'<div class="coop-results">{"".join(out)}</div>' if out else ''
 
 # %% ../nbs/16_app.ipynb #9c7d5bcb
 def _gradio():
-    "The `gradio` module, with its usage telemetry off (a local app tells nobody what it does), or an error saying how to install it"
+    ("The `gradio` module, with its usage telemetry off (a local app tells nobody what it does), "
+     "or an error saying how to install it")
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
     try: import gradio as gr
-    except ImportError: raise ImportError("The app needs Gradio: pip install 'coop_fast[app]' (or pip install gradio).") from None
+    except ImportError:
+        raise ImportError("The app needs Gradio: pip install 'coop_fast[app]' (or "
+                          "pip install gradio).") from None
     return gr
 
 def _model(prompt, classnames, device):
@@ -101,7 +120,8 @@ def _model(prompt, classnames, device):
     if isinstance(prompt, (str, Path)):
         m = load_prompt(prompt, classnames=classnames, device=device)
         return m, m.prompt_info
-    if classnames is not None: raise ValueError("`classnames` is for a prompt file; a model has its classes.")
+    if classnames is not None:
+        raise ValueError("`classnames` is for a prompt file; a model has its classes.")
     return prompt, getattr(prompt, 'prompt_info', None) or prompt_meta(prompt)
 
 def make_app(prompt, # A prompt file, or a `PromptModel` (from `load_prompt`, which records its metadata)
@@ -116,10 +136,12 @@ def make_app(prompt, # A prompt file, or a `PromptModel` (from `load_prompt`, wh
     name = name or (Path(prompt).name if isinstance(prompt, (str, Path)) else None)
     model.eval()
     with gr.Blocks(title=f"coop_fast: {name or 'a learned prompt'}") as app:
-        gr.Markdown(f"## Try a learned prompt{': ' + html.escape(name) if name else ''}\nDrop one or more images; each gets the "
-                    f"prompt's top {min(top, len(model.classnames))} classes of {len(model.classnames)}.")
+        gr.Markdown(f"## Try a learned prompt{': ' + html.escape(name) if name else ''}\nDrop one "
+                    f"or more images; each gets the prompt's top {min(top, len(model.classnames))} "
+                    f"classes of {len(model.classnames)}.")
         with gr.Row():
-            files = gr.File(label="Images", file_count='multiple', type='filepath', elem_id='coop-files')
+            files = gr.File(label="Images", file_count='multiple', type='filepath',
+                            elem_id='coop-files')
             out = gr.HTML(elem_id='coop-results')
         gr.Markdown(prompt_card(info, name), elem_id='coop-prompt')
         files.change(lambda fs: results_html(classify(model, fs or [], top)), files, out)
@@ -140,7 +162,8 @@ def serve(prompt, # A prompt file, or a `PromptModel`
     check_int(port, 'port')
     gr = _gradio()
     app = make_app(prompt, classnames, top, device, name)
-    theme = gr.themes.Default(font=['ui-sans-serif', 'system-ui', 'sans-serif'], font_mono=['ui-monospace', 'monospace'])  # no web fonts
-    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, inline=False, footer_links=[], max_file_size=max_file_size,
-               theme=theme, css=_css, quiet=not block)
+    theme = gr.themes.Default(font=['ui-sans-serif', 'system-ui', 'sans-serif'],
+                              font_mono=['ui-monospace', 'monospace'])  # no web fonts
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, inline=False,
+               footer_links=[], max_file_size=max_file_size, theme=theme, css=_css, quiet=not block)
     return app

@@ -13,8 +13,8 @@ from fastcore.meta import delegates
 from fastai.callback.core import Callback
 from fastai.callback.schedule import LRFinder
 from .base import check_int, check_num, check_choice, unwrap
-from .prompt import (PromptModel, FrozenCLIP, text_tower, bpe_tokenizer, check_names, clean_classname, fast_path_reason,
-                              block, cosine_logits)
+from .prompt import (PromptModel, FrozenCLIP, text_tower, bpe_tokenizer, check_names,
+                              clean_classname, fast_path_reason, block, cosine_logits)
 from .learner import clip_learner, PromptCallback
 from .methods import Method, register_method
 from .baselines import imagenet_templates, text_tokenizer
@@ -26,14 +26,16 @@ __all__ = ['promptsrc_templates', 'vision_tower', 'n_layers', 'run_block', 'deep
            'maple_epochs', 'promptsrc_epochs']
 
 # %% ../nbs/14_deep.ipynb #03f7f42c
-_vit = ('conv1', 'class_embedding', 'positional_embedding', 'patch_dropout', 'ln_pre', 'transformer', '_pool', 'proj')
+_vit = ('conv1', 'class_embedding', 'positional_embedding', 'patch_dropout', 'ln_pre',
+        'transformer', '_pool', 'proj')
 
 def vision_tower(clip):
     "The image tower of open_clip `clip`, checked to be a Vision Transformer that deep prompts can enter"
     v = getattr(clip, 'visual', None)
     if v is None or not all(hasattr(v, n) for n in _vit):
-        raise TypeError(f"Deep prompts are tokens added to the patch tokens of a Vision Transformer; this CLIP's image tower is a "
-                        f"{type(v).__name__}, which has none: use a ViT CLIP (ViT-B-16, ViT-B-32, ...).")
+        raise TypeError("Deep prompts are tokens added to the patch tokens of a Vision "
+                        f"Transformer; this CLIP's image tower is a {type(v).__name__}, which has "
+                        "none: use a ViT CLIP (ViT-B-16, ViT-B-32, ...).")
     return v
 
 def n_layers(tower) -> int:
@@ -56,7 +58,8 @@ def deep_image_features(clip, # open_clip ViT CLIP
                         x, # Images `(batch, 3, size, size)`
                         prompts:list, # Prompts `(n, width)` of blocks 0, 1, ...; [] for none
                        ):
-    "Image features `(batch, embed_dim)`: `prompts[0]` appended after the patch tokens, replaced by `prompts[i]` before block `i`"
+    ("Image features `(batch, embed_dim)`: `prompts[0]` appended after the patch tokens, replaced "
+     "by `prompts[i]` before block `i`")
     v = vision_tower(clip)
     x = v.conv1(x.to(v.conv1.weight.dtype))
     x = x.reshape(*x.shape[:2], -1).permute(0, 2, 1)
@@ -73,7 +76,8 @@ def deep_image_features(clip, # open_clip ViT CLIP
 
 # %% ../nbs/14_deep.ipynb #a7408388
 class DeepTokens(nn.Module):
-    "Token ids of 'SOS {ctx_init} {class}. EOT': the prefix every class shares (SOS and the prompt words) and each class's rest"
+    ("Token ids of 'SOS {ctx_init} {class}. EOT': the prefix every class shares (SOS and the "
+     "prompt words) and each class's rest")
     def __init__(self, clip, # open_clip CLIP
                  classnames:list, # Class names; '_' becomes a space
                  n_ctx:int, # Number of context vectors: positions 1..n_ctx
@@ -81,12 +85,17 @@ class DeepTokens(nn.Module):
                 ):
         super().__init__()
         t = text_tower(clip)
-        ids = bpe_tokenizer.encode(clean_classname(ctx_init) if ctx_init else ' '.join(['X'] * n_ctx))
+        ids = bpe_tokenizer.encode(clean_classname(ctx_init)
+                                   if ctx_init else ' '.join(['X'] * n_ctx))
         if len(ids) < n_ctx:
-            raise ValueError(f"ctx_init {ctx_init!r} has {len(ids)} token(s), but the {n_ctx} context vectors start from its first "
-                             f"{n_ctx}: use n_ctx <= {len(ids)}, more ctx_init words, or ctx_init=None (a random context).")
-        self.n_ctx, self.ctx_init, self.context_length = n_ctx, ctx_init or None, t.positional_embedding.shape[0]
-        self.register_buffer('prefix', torch.tensor([bpe_tokenizer.sot_token_id] + ids, device=t.token_embedding.weight.device),
+            raise ValueError(f"ctx_init {ctx_init!r} has {len(ids)} token(s), but the {n_ctx} "
+                             f"context vectors start from its first {n_ctx}: use n_ctx <= "
+                             f"{len(ids)}, more ctx_init words, or ctx_init=None (a random "
+                             "context).")
+        self.n_ctx, self.ctx_init, self.context_length = (n_ctx, ctx_init or None,
+                                                          t.positional_embedding.shape[0])
+        self.register_buffer('prefix', torch.tensor([bpe_tokenizer.sot_token_id] + ids,
+                                                    device=t.token_embedding.weight.device),
                              persistent=False)
         self.set_classnames(classnames)
 
@@ -101,24 +110,30 @@ class DeepTokens(nn.Module):
         if over := [(n, P + len(r) - L) for n, r in zip(names, rest) if P + len(r) > L]:
             n, k = max(over, key=lambda o: o[1])
             n = n if len(n) <= 40 else n[:37].rstrip() + ' ...'
-            raise ValueError(f"The prompt for class {n!r} is {k} token(s) longer than the text encoder's context length of {L} "
-                             f"({len(over)} class(es) too long); use fewer ctx_init words or shorter class names.")
+            raise ValueError(f"The prompt for class {n!r} is {k} token(s) longer than the text "
+                             f"encoder's context length of {L} ({len(over)} class(es) too long); "
+                             "use fewer ctx_init words or shorter class names.")
         S, dev = max(map(len, rest)), self.prefix.device
-        self.register_buffer('rest', torch.tensor([r + [0] * (S - len(r)) for r in rest], device=dev), persistent=False)
-        self.register_buffer('eot', torch.tensor([len(r) - 1 for r in rest], device=dev), persistent=False)
+        self.register_buffer('rest',
+                             torch.tensor([r + [0] * (S - len(r)) for r in rest], device=dev),
+                             persistent=False)
+        self.register_buffer('eot', torch.tensor([len(r) - 1 for r in rest], device=dev),
+                             persistent=False)
         self.classnames = list(classnames)
 
 # %% ../nbs/14_deep.ipynb #be478136
 _warned = set()
 
 def _text_path(t, path):
-    "'shared' when `path` is 'auto' and the shared-prefix path runs text tower `t` exactly, else 'truncated' (saying why once)"
+    ("'shared' when `path` is 'auto' and the shared-prefix path runs text tower `t` exactly, else "
+     "'truncated' (saying why once)")
     check_choice(path, 'text_path', ('auto', 'shared', 'truncated'))
     if path != 'auto': return path
     if (reason := fast_path_reason(t)) is None: return 'shared'
     if reason not in _warned:
         _warned.add(reason)
-        warnings.warn(f"text_path='auto' uses the truncated text path (exact, but slower than the shared-prefix path): {reason}.")
+        warnings.warn("text_path='auto' uses the truncated text path (exact, but slower than the "
+                      f"shared-prefix path): {reason}.")
     return 'truncated'
 
 def _swap(x, p):
@@ -139,7 +154,8 @@ def deep_text_features(clip, # open_clip CLIP
                       ):
     "Text features `(n_cls, embed_dim)`: `prompts[0]` as the context, replaced by `prompts[i]` before block `i`"
     t = text_tower(clip)
-    dt, P, S, path = t.transformer.get_cast_dtype(), tok.n_prefix, tok.rest.shape[1], _text_path(t, path)
+    dt, P, S, path = (t.transformer.get_cast_dtype(), tok.n_prefix, tok.rest.shape[1],
+                      _text_path(t, path))
     pos, mask = t.positional_embedding[:P + S].to(dt), t.attn_mask[:P + S, :P + S].to(dt)
     pre = _swap(t.token_embedding(tok.prefix)[None].to(dt), prompts[0]) + pos[:P]
     x = t.token_embedding(tok.rest).to(dt) + pos[P:]
@@ -160,14 +176,16 @@ def _check_depth(depth, name, tower, what, lo=1):
     "`depth` checked to be a number of blocks of `tower` (at least `lo`)"
     check_int(depth, name, lo=lo)
     if depth > (k := n_layers(tower)):
-        raise ValueError(f"{name}={depth}, but this CLIP's {what} tower has {k} layers: prompt at most {k} (depth <= number of layers).")
+        raise ValueError(f"{name}={depth}, but this CLIP's {what} tower has {k} layers: prompt at "
+                         f"most {k} (depth <= number of layers).")
     return depth
 
 def _normal(n, w, dev): return nn.Parameter(torch.empty(n, w, device=dev).normal_(std=0.02))
 
 # %% ../nbs/14_deep.ipynb #a0c0dbfc
 class DeepPromptModel(PromptModel):
-    "Base of the deep-prompt models: learnable prompts in the first blocks of both towers of a frozen ViT CLIP `clip_model`"
+    ("Base of the deep-prompt models: learnable prompts in the first blocks of both towers of a "
+     "frozen ViT CLIP `clip_model`")
     features_ok = False  # the image features depend on the vision prompts: no feature cache
     def __init__(self, clip_model, # open_clip ViT CLIP, e.g. from `load_clip`
                  classnames:list, # Class names; '_' becomes a space
@@ -177,21 +195,26 @@ class DeepPromptModel(PromptModel):
                 ):
         super().__init__(clip_model)
         text_tower(clip_model), vision_tower(clip_model)
-        if ctx_init is not None and not isinstance(ctx_init, str): raise TypeError(f"ctx_init must be words or None, got {ctx_init!r}.")
+        if ctx_init is not None and not isinstance(ctx_init, str):
+            raise TypeError(f"ctx_init must be words or None, got {ctx_init!r}.")
         self.tokens = DeepTokens(clip_model, classnames, n_ctx, ctx_init)
-        self.text_path, self._cache = check_choice(text_path, 'text_path', ('auto', 'shared', 'truncated')), None
+        self.text_path, self._cache = check_choice(text_path, 'text_path',
+                                                   ('auto', 'shared', 'truncated')), None
 
     @property
     def classnames(self): return self.tokens.classnames
     @property
-    def widths(self): return text_tower(self.clip).token_embedding.embedding_dim, vision_tower(self.clip).conv1.out_channels
+    def widths(self):
+        return (text_tower(self.clip).token_embedding.embedding_dim,
+                vision_tower(self.clip).conv1.out_channels)
     @property
     def device(self): return text_tower(self.clip).token_embedding.weight.device
 
     def ctx0(self, n:int, w:int):
         "Block 0's text context: the embeddings of the first `n` prompt words, or random without `ctx_init`"
         if not self.tokens.ctx_init: return _normal(n, w, self.device)
-        return nn.Parameter(text_tower(self.clip).token_embedding.weight[self.tokens.prefix[1:1 + n]].detach().float().clone())
+        return nn.Parameter(text_tower(self.clip).token_embedding
+                            .weight[self.tokens.prefix[1:1 + n]].detach().float().clone())
 
     def text_layers(self) -> list: raise NotImplementedError
     def vision_layers(self) -> list: raise NotImplementedError
@@ -235,8 +258,8 @@ def frozen_image_features(self:DeepPromptModel, x):
 def forward(self:DeepPromptModel, x):
     "Logits `(batch, n_cls)` for images `x`"
     if x.dim() == 2:
-        raise ValueError(f"{type(self).__name__} prompts the image tower, so it takes images, not image features (got a "
-                         f"tensor of shape {tuple(x.shape)}).")
+        raise ValueError(f"{type(self).__name__} prompts the image tower, so it takes images, not "
+                         f"image features (got a tensor of shape {tuple(x.shape)}).")
     return cosine_logits(self.clip, self.encode_image(x), self.text_features())
 
 # %% ../nbs/14_deep.ipynb #151260da
@@ -256,12 +279,16 @@ class IVLPModel(DeepPromptModel):
         _check_depth(depth_text, 'depth_text', text_tower(clip_model), 'text')
         _check_depth(depth_vision, 'depth_vision', vision_tower(clip_model), 'image', lo=0)
         (wt, wv), dev = self.widths, self.device
-        self.text_prompts = nn.ParameterList([self.ctx0(n_ctx_text, wt)] + [_normal(n_ctx_text, wt, dev) for _ in range(depth_text - 1)])
-        self.vision_prompts = nn.ParameterList([_normal(n_ctx_vision, wv, dev) for _ in range(depth_vision)])
+        self.text_prompts = nn.ParameterList([self.ctx0(n_ctx_text, wt)]
+                                             + [_normal(n_ctx_text, wt, dev)
+                                                for _ in range(depth_text - 1)])
+        self.vision_prompts = nn.ParameterList([_normal(n_ctx_vision, wv, dev)
+                                                for _ in range(depth_vision)])
         self.n_ctx_vision = n_ctx_vision
 
     def config(self) -> dict:
-        return dict(n_ctx_text=self.tokens.n_ctx, n_ctx_vision=self.n_ctx_vision, depth_text=len(self.text_prompts),
+        return dict(n_ctx_text=self.tokens.n_ctx, n_ctx_vision=self.n_ctx_vision,
+                    depth_text=len(self.text_prompts),
                     depth_vision=len(self.vision_prompts), ctx_init=self.tokens.ctx_init)
 
     def text_layers(self): return list(self.text_prompts)
@@ -269,7 +296,8 @@ class IVLPModel(DeepPromptModel):
 
 # %% ../nbs/14_deep.ipynb #f30a373c
 class MaPLeModel(DeepPromptModel):
-    "Frozen ViT CLIP with learnable text prompts in its first `depth` blocks, and image prompts coupled to them by linear maps"
+    ("Frozen ViT CLIP with learnable text prompts in its first `depth` blocks, and image prompts "
+     "coupled to them by linear maps")
     def __init__(self, clip_model, # open_clip ViT CLIP, e.g. from `load_clip`
                  classnames:list, # Class names; '_' becomes a space
                  n_ctx:int=2, # Prompt vectors per block (text and image)
@@ -282,11 +310,14 @@ class MaPLeModel(DeepPromptModel):
         _check_depth(depth, 'depth', text_tower(clip_model), 'text')
         _check_depth(depth, 'depth', vision_tower(clip_model), 'image')
         (wt, wv), dev = self.widths, self.device
-        self.text_prompts = nn.ParameterList([self.ctx0(n_ctx, wt)] + [_normal(n_ctx, wt, dev) for _ in range(depth - 1)])
+        self.text_prompts = nn.ParameterList([self.ctx0(n_ctx, wt)] + [_normal(n_ctx, wt, dev)
+                                                                       for _ in range(depth - 1)])
         first, deeper = nn.Linear(wt, wv, device=dev), nn.Linear(wt, wv, device=dev)
         self.couplers = nn.ModuleList([first] + [copy.deepcopy(deeper) for _ in range(depth - 1)])
 
-    def config(self) -> dict: return dict(n_ctx=self.tokens.n_ctx, depth=len(self.text_prompts), ctx_init=self.tokens.ctx_init)
+    def config(self) -> dict:
+        return dict(n_ctx=self.tokens.n_ctx, depth=len(self.text_prompts),
+                    ctx_init=self.tokens.ctx_init)
     def text_layers(self): return list(self.text_prompts)
     def vision_layers(self): return [c(p) for c, p in zip(self.couplers, self.text_prompts)]
 
@@ -304,7 +335,8 @@ class PromptSRCModel(IVLPModel):
                  ctx_init:str|None='a photo of a', # Prompt words; the text context starts from the first `n_ctx_text`
                  text_path:str='auto', # Text encoder path: 'auto', 'shared' or 'truncated' (all exact)
                 ):
-        super().__init__(clip_model, classnames, n_ctx_text, n_ctx_vision, depth_text, depth_vision, ctx_init, text_path)
+        super().__init__(clip_model, classnames, n_ctx_text, n_ctx_vision, depth_text, depth_vision,
+                         ctx_init, text_path)
         self.last, self._frozen = None, None
 
     def set_classnames(self, classnames):
@@ -324,9 +356,11 @@ class PromptSRCModel(IVLPModel):
 def frozen_text_features(self:PromptSRCModel, bs:int=1000):
     "CLIP's own text features `(n_cls, dim)` of the classes, averaged over `promptsrc_templates`, then normalised"
     if self._frozen is not None: return self._frozen
-    names, tok, dev = [clean_classname(n) for n in self.classnames], text_tokenizer(self.clip), self.device
+    names, tok, dev = ([clean_classname(n) for n in self.classnames],
+                       text_tokenizer(self.clip), self.device)
     texts = [t.format(n) for t in promptsrc_templates for n in names]
-    f = torch.cat([self.clip.encode_text(tok(texts[i:i + bs]).to(dev)).float() for i in range(0, len(texts), bs)])
+    f = torch.cat([self.clip.encode_text(tok(texts[i:i + bs]).to(dev)).float()
+                   for i in range(0, len(texts), bs)])
     self._frozen = F.normalize(f.view(len(promptsrc_templates), len(names), -1).mean(0), dim=-1)
     return self._frozen
 
@@ -338,11 +372,15 @@ def src_terms(model:PromptSRCModel, # The model that computed `logits`, in train
               image_weight:float=10., # Weight of the L1 distance of the image features
              ):
     "PromptSRC's self-regularising loss terms: L1 to CLIP's frozen text and image features, KL to its zero-shot logits"
-    if model.last is None: raise ValueError("The model kept no features: src_terms follows a training forward pass with gradients.")
+    if model.last is None:
+        raise ValueError("The model kept no features: src_terms follows a training forward "
+                         "pass with gradients.")
     fi, ft = (F.normalize(f.float(), dim=-1) for f in model.last)
-    zt, zi = model.frozen_text_features(), F.normalize(model.frozen_image_features(x).float(), dim=-1)
+    zt, zi = (model.frozen_text_features(),
+              F.normalize(model.frozen_image_features(x).float(), dim=-1))
     zl = cosine_logits(model.clip, zi, zt)
-    kl = F.kl_div(F.log_softmax(logits.float(), 1), F.log_softmax(zl, 1), reduction='sum', log_target=True) / logits.numel()
+    kl = F.kl_div(F.log_softmax(logits.float(), 1), F.log_softmax(zl, 1),
+                  reduction='sum', log_target=True) / logits.numel()
     return F.l1_loss(ft, zt) * text_weight + F.l1_loss(fi, zi) * image_weight + kl
 
 # %% ../nbs/14_deep.ipynb #65afa76f
@@ -358,7 +396,8 @@ class SelfRegulariser(Callback):
     def before_fit(self):
         "Check that the model keeps the features the terms need"
         if not isinstance(m := unwrap(self.model), PromptSRCModel):
-            raise TypeError(f"SelfRegulariser needs a PromptSRCModel (it keeps the features it regularises), got {type(m).__name__}.")
+            raise TypeError("SelfRegulariser needs a PromptSRCModel (it keeps the features it "
+                            f"regularises), got {type(m).__name__}.")
 
     def after_loss(self):
         "Add the terms to the training loss"
@@ -384,7 +423,8 @@ def gpa_weights(n_epoch:int, # Number of epochs
 
 # %% ../nbs/14_deep.ipynb #a7481412
 class GPA(Callback):
-    "PromptSRC's Gaussian prompt aggregation: after the last epoch, the model holds the `gpa_weights` average of its trained tensors"
+    ("PromptSRC's Gaussian prompt aggregation: after the last epoch, the model holds the "
+     "`gpa_weights` average of its trained tensors")
     order = PromptCallback.order + 1
     def __init__(self, mean:float=15., # Mean of the Gaussian, in epochs (counted from 1)
                  std:float=1., # Its standard deviation
@@ -402,7 +442,8 @@ class GPA(Callback):
         if self.finding: return
         w, ts = self.weights[self.epoch], unwrap(self.model).trainable()
         with torch.no_grad():
-            self.avg = {n: p.detach() * w if self.avg is None else self.avg[n] + p.detach() * w for n, p in ts.items()}
+            self.avg = {n: p.detach() * w if self.avg is None else self.avg[n] + p.detach() * w
+                        for n, p in ts.items()}
         self.seen.append(self.epoch)
         if self.epoch == self.n_epoch - 1: self.apply()
 
@@ -410,8 +451,9 @@ class GPA(Callback):
         "Copy the weighted average into the model"
         total = sum(self.weights[e] for e in self.seen) if len(self.seen) < self.n_epoch else 1.
         if total != 1.:
-            warnings.warn(f"GPA saw {len(self.seen)} of the {self.n_epoch} epochs of this fit (resumed?): it averages those, their "
-                          f"weights renormalised (they hold {total:.3g} of the total).")
+            warnings.warn(f"GPA saw {len(self.seen)} of the {self.n_epoch} epochs of this fit "
+                          "(resumed?): it averages those, their weights renormalised (they hold "
+                          f"{total:.3g} of the total).")
         with torch.no_grad():
             for n, p in unwrap(self.model).trainable().items(): p.copy_(self.avg[n] / total)
 
@@ -428,7 +470,8 @@ def ivlp_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
                  text_path:str='auto', # Text encoder path (all exact)
                  **kwargs):
     "A `Learner` that trains IVLP's prompts for the classes of `dls` on a frozen ViT CLIP `arch`"
-    make = partial(IVLPModel, n_ctx_text=n_ctx_text, n_ctx_vision=n_ctx_vision, depth_text=depth_text, depth_vision=depth_vision,
+    make = partial(IVLPModel, n_ctx_text=n_ctx_text, n_ctx_vision=n_ctx_vision,
+                   depth_text=depth_text, depth_vision=depth_vision,
                    ctx_init=ctx_init, text_path=text_path)
     return clip_learner(dls, make, arch, pretrained, method='ivlp', **kwargs)
 
@@ -463,8 +506,10 @@ def promptsrc_learner(dls, # DataLoaders of images and class labels; `dls.vocab`
                       text_path:str='auto', # Text encoder path (all exact)
                       cbs=None, # Extra callbacks
                       **kwargs):
-    "A `Learner` that trains PromptSRC's self-regularised prompts, aggregated over the epochs, on a frozen ViT CLIP `arch`"
-    make = partial(PromptSRCModel, n_ctx_text=n_ctx_text, n_ctx_vision=n_ctx_vision, depth_text=depth_text, depth_vision=depth_vision,
+    ("A `Learner` that trains PromptSRC's self-regularised prompts, aggregated over the epochs, on "
+     "a frozen ViT CLIP `arch`")
+    make = partial(PromptSRCModel, n_ctx_text=n_ctx_text, n_ctx_vision=n_ctx_vision,
+                   depth_text=depth_text, depth_vision=depth_vision,
                    ctx_init=ctx_init, text_path=text_path)
     cbs = L(cbs) + SelfRegulariser(text_weight, image_weight) + GPA(gpa_mean, gpa_std)
     return clip_learner(dls, make, arch, pretrained, method='promptsrc', cbs=cbs, **kwargs)
@@ -479,16 +524,24 @@ def promptsrc_epochs(shots:int, dataset:str|None=None) -> int:
     return 20
 
 _mm = 'Khattak et al., MaPLe: Multi-modal Prompt Learning, CVPR 2023'
-for m in (Method('ivlp', 'IVLP', IVLPModel, ivlp_learner, kind='deep', epochs=maple_epochs, lr=0.0035, bs=4,
-                 hparams=dict(n_ctx_text=2, n_ctx_vision=2, depth_text=12, depth_vision=12, ctx_init='a photo of a'),
-                 label=lambda c: f"IVLP ({c['n_ctx_text']}+{c['n_ctx_vision']}, depth {c['depth_text']}/{c['depth_vision']})",
+for m in (Method('ivlp', 'IVLP', IVLPModel, ivlp_learner, kind='deep', epochs=maple_epochs,
+                 lr=0.0035, bs=4,
+                 hparams=dict(n_ctx_text=2, n_ctx_vision=2, depth_text=12, depth_vision=12,
+                              ctx_init='a photo of a'),
+                 label=lambda c: f"IVLP ({c['n_ctx_text']}+{c['n_ctx_vision']}, depth "
+                                 f"{c['depth_text']}/{c['depth_vision']})",
                  paper=_mm + ' (its independent V-L prompting baseline)'),
-          Method('maple', 'MaPLe', MaPLeModel, maple_learner, kind='deep', epochs=maple_epochs, lr=0.0035, bs=4,
-                 hparams=dict(n_ctx=2, depth=9, ctx_init='a photo of a'),
+          Method('maple', 'MaPLe', MaPLeModel, maple_learner, kind='deep', epochs=maple_epochs,
+                 lr=0.0035, bs=4, hparams=dict(n_ctx=2, depth=9, ctx_init='a photo of a'),
                  label=lambda c: f"MaPLe ({c['n_ctx']} ctx, depth {c['depth']})", paper=_mm),
-          Method('promptsrc', 'PromptSRC', PromptSRCModel, promptsrc_learner, kind='deep', epochs=promptsrc_epochs, lr=0.0025, bs=4,
-                 hparams=dict(n_ctx_text=4, n_ctx_vision=4, depth_text=9, depth_vision=9, ctx_init='a photo of a',
-                              text_weight=25., image_weight=10., gpa_mean=15., gpa_std=1.), cbs=(SelfRegulariser, GPA),
-                 label=lambda c: f"PromptSRC ({c['n_ctx_text']}+{c['n_ctx_vision']}, depth {c['depth_text']}/{c['depth_vision']})",
-                 paper='Khattak et al., Self-regulating Prompts: Foundational Model Adaptation without Forgetting, ICCV 2023')):
+          Method('promptsrc', 'PromptSRC', PromptSRCModel, promptsrc_learner, kind='deep',
+                 epochs=promptsrc_epochs, lr=0.0025, bs=4,
+                 hparams=dict(n_ctx_text=4, n_ctx_vision=4, depth_text=9, depth_vision=9,
+                              ctx_init='a photo of a',
+                              text_weight=25., image_weight=10., gpa_mean=15., gpa_std=1.),
+                 cbs=(SelfRegulariser, GPA),
+                 label=lambda c: f"PromptSRC ({c['n_ctx_text']}+{c['n_ctx_vision']}, depth "
+                                 f"{c['depth_text']}/{c['depth_vision']})",
+                 paper='Khattak et al., Self-regulating Prompts: Foundational Model Adaptation '
+                       'without Forgetting, ICCV 2023')):
     register_method(m)

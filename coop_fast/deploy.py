@@ -22,24 +22,29 @@ __all__ = ['head_format', 'head_version', 'bake_refusal', 'BakedHead', 'image_ch
            'check_onnx', 'export_onnx', 'onnx_info']
 
 # %% ../nbs/15_deploy.ipynb #5b60066a
-_refusals = {'conditional': "its text features depend on the image (the context is shifted for each image), so no single "
-                            "matrix of class features classifies every image",
-             'deep': "its prompts enter the image tower too, so the image features depend on the prompt, and the plain image "
-                     "encoder would compute other features"}
+_refusals = {'conditional': "its text features depend on the image (the context is shifted for "
+                            "each image), so no single matrix of class features classifies "
+                            "every image",
+             'deep': "its prompts enter the image tower too, so the image features depend on the "
+                     "prompt, and the plain image encoder would compute other features"}
 
 def bake_refusal(method, # A `Method`, or the name of one in `coop_fast.methods`
                  model=None, # The method's model, to ask a 'head' method whether its classifier is linear
                 ) -> str|None:
     "Why the prompts of `method` cannot be baked into a linear classifier head, or None when they can"
     m = method if isinstance(method, Method) else get_method(method)
-    what, use = f"{m.title} (method {m.name!r}, kind {m.kind!r})", "Use its prompt file with `predict` or `coop-fast serve` instead."
-    if m.kind in _refusals: return f"{what} cannot be baked into a classifier head: {_refusals[m.kind]}. {use}"
+    what, use = (f"{m.title} (method {m.name!r}, kind {m.kind!r})",
+                 "Use its prompt file with `predict` or `coop-fast serve` instead.")
+    if m.kind in _refusals:
+        return f"{what} cannot be baked into a classifier head: {_refusals[m.kind]}. {use}"
     if m.kind == 'head' and model is not None:
         if not callable(getattr(model, 'linear_head', None)):
-            return (f"{what} cannot be baked into a classifier head: its {type(model).__name__} has no `linear_head()`, so its "
-                    f"classifier is not known to be linear in the image feature. {use}")
+            return (f"{what} cannot be baked into a classifier head: its {type(model).__name__} "
+                    "has no `linear_head()`, so its classifier is not known to be linear in the "
+                    f"image feature. {use}")
         if model.linear_head() is None:
-            return f"{what} cannot be baked into a classifier head: its classifier is not linear in the image feature. {use}"
+            return (f"{what} cannot be baked into a classifier head: its classifier is not linear "
+                    f"in the image feature. {use}")
 
 # %% ../nbs/15_deploy.ipynb #f26c266c
 head_format = 'coop_fast.head'  # safetensors metadata 'format' of a head file
@@ -48,24 +53,32 @@ _prompt_format = 'coop_fast.prompt'  # `coop_fast.export.prompt_format` (not imp
 
 # %% ../nbs/15_deploy.ipynb #39780800
 class BakedHead(nn.Module):
-    "Logits `logit_scale · normalize(f) @ classifier + logit_bias` of image features `f`; `classifier` is `(embed_dim, n_classes)`"
-    def __init__(self, classifier, # `(embed_dim, n_classes)`, a column per class: open_clip's zero-shot classifier layout
+    ("Logits `logit_scale · normalize(f) @ classifier + logit_bias` of image features `f`; "
+     "`classifier` is `(embed_dim, n_classes)`")
+    def __init__(self,
+                 classifier, # `(embed_dim, n_classes)`, a column per class: open_clip's zero-shot classifier layout
                  logit_scale=1., # The factor of the cosines, `clip.logit_scale.exp()`
                  logit_bias=None, # Added to the logits: one number (a SigLIP CLIP's), or one per class; None: nothing
                  info:dict|None=None, # Metadata: `classnames`, method, CLIP, preprocessing, training summary
                 ):
         super().__init__()
         w = torch.as_tensor(classifier).detach().float()
-        if w.dim() != 2: raise ValueError(f"The classifier must be a matrix (embed_dim, n_classes), got shape {tuple(w.shape)}.")
+        if w.dim() != 2:
+            raise ValueError("The classifier must be a matrix (embed_dim, n_classes), got shape "
+                             f"{tuple(w.shape)}.")
         self.register_buffer('classifier', w.contiguous())
-        self.register_buffer('logit_scale', torch.as_tensor(logit_scale).detach().float().reshape(()).to(w.device))
-        b = None if logit_bias is None else torch.as_tensor(logit_bias).detach().float().to(w.device)
+        self.register_buffer('logit_scale',
+                             torch.as_tensor(logit_scale).detach().float().reshape(()).to(w.device))
+        b = (None if logit_bias is None
+             else torch.as_tensor(logit_bias).detach().float().to(w.device))
         if b is not None and tuple(b.shape) not in ((), (1,), (w.shape[1],)):
-            raise ValueError(f"The logit bias must be one number or one per class ({w.shape[1]}), got shape {tuple(b.shape)}.")
+            raise ValueError(f"The logit bias must be one number or one per class ({w.shape[1]}), "
+                             f"got shape {tuple(b.shape)}.")
         self.register_buffer('logit_bias', b)
         self.info = dict(info or {})
         names = self.info.setdefault('classnames', [str(i) for i in range(w.shape[1])])
-        if len(names) != w.shape[1]: raise ValueError(f"{len(names)} class names for a classifier of {w.shape[1]} classes.")
+        if len(names) != w.shape[1]:
+            raise ValueError(f"{len(names)} class names for a classifier of {w.shape[1]} classes.")
 
     @property
     def classnames(self) -> list: return list(self.info['classnames'])
@@ -79,7 +92,9 @@ class BakedHead(nn.Module):
         logits = self.logit_scale * (F.normalize(f.float(), dim=-1) @ self.classifier)
         return logits if self.logit_bias is None else logits + self.logit_bias
 
-    def extra_repr(self): return f"embed_dim={self.embed_dim}, n_classes={self.n_cls}, method={self.info.get('method')!r}"
+    def extra_repr(self):
+        return (f"embed_dim={self.embed_dim}, n_classes={self.n_cls}, "
+                f"method={self.info.get('method')!r}")
 
 # %% ../nbs/15_deploy.ipynb #785381b8
 def image_check(clip) -> list:
@@ -102,13 +117,15 @@ def _source(prompt, clip, classnames):
         if why := bake_refusal(info['method']): raise ValueError(why)  # before loading a CLIP
         return load_prompt(prompt, clip, classnames), info['method'], info['summary']
     if clip is not None or classnames is not None:
-        raise ValueError("`clip` and `classnames` are for a prompt file; a model has its CLIP and its classes "
-                         "(`model.set_classnames(...)` prompts other classes).")
-    if isinstance(prompt, Learner): model, info = unwrap(prompt.model), dict(summary=getattr(prompt, 'coop_summary', None),
-                                                                            method=getattr(prompt, 'method', None))
+        raise ValueError("`clip` and `classnames` are for a prompt file; a model has its CLIP and "
+                         "its classes (`model.set_classnames(...)` prompts other classes).")
+    if isinstance(prompt, Learner):
+        model, info = unwrap(prompt.model), dict(summary=getattr(prompt, 'coop_summary', None),
+                                                 method=getattr(prompt, 'method', None))
     else: model = unwrap(prompt); info = getattr(model, 'prompt_info', None) or {}
     if not isinstance(model, PromptModel):
-        raise TypeError(f"Expected a prompt file, a coop_fast PromptModel or a Learner holding one, got {type(model).__name__}.")
+        raise TypeError("Expected a prompt file, a coop_fast PromptModel or a Learner holding "
+                        f"one, got {type(model).__name__}.")
     return model, info.get('method') or method_for(model).name, info.get('summary') or {}
 
 # %% ../nbs/15_deploy.ipynb #76d0363a
@@ -125,7 +142,8 @@ def head_info(model, # The `PromptModel` baked
               m:Method, # Its method
               summary:dict|None=None, # Its training summary
              ) -> dict:
-    "The metadata of the head baked from `model`: its prompt file's record, the method's kind and label, the CLIP's preprocessing"
+    ("The metadata of the head baked from `model`: its prompt file's record, the method's kind and "
+     "label, the CLIP's preprocessing")
     from coop_fast.export import prompt_meta
     info = prompt_meta(model, summary, m.name)
     for k in ('format_version', 'width', 'context_length'): info.pop(k)
@@ -139,16 +157,19 @@ def _check_baked(model, head, name):
     dev = head.classifier.device
     f = torch.randn(4, head.embed_dim, generator=torch.Generator().manual_seed(0)).to(dev)
     with torch.no_grad(): want, got = model(f).float(), head(f)
-    diff, tol = (got - want).abs().max().item(), 1e-4 * max(1., want.abs().max().item())  # far above float32 rounding
+    diff, tol = ((got - want).abs().max().item(),
+                 1e-4 * max(1., want.abs().max().item()))  # far above float32 rounding
     if not diff <= tol:
-        raise RuntimeError(f"The head baked from {name}'s {type(model).__name__} does not give its logits (max |difference| "
-                           f"{diff:.3g}): its `linear_head()` or `text_features()` does not describe its classifier.")
+        raise RuntimeError(f"The head baked from {name}'s {type(model).__name__} does not give its "
+                           f"logits (max |difference| {diff:.3g}): its `linear_head()` or "
+                           "`text_features()` does not describe its classifier.")
 
 def bake(prompt, # A prompt file, a `PromptModel` (e.g. from `load_prompt`), or a `Learner` holding one
          clip=None, # For a prompt file: the CLIP to use; None loads the one the file records
          classnames:list|None=None, # For a prompt file: the classes to bake; None for those it was learned on
         ) -> BakedHead:
-    "The classifier head of `prompt`: its classes' L2-normalised text features `(embed_dim, n_classes)`, logit scale and bias"
+    ("The classifier head of `prompt`: its classes' L2-normalised text features `(embed_dim, "
+     "n_classes)`, logit scale and bias")
     model, name, summary = _source(prompt, clip, classnames)
     m = get_method(name)
     if why := bake_refusal(m, model): raise ValueError(why)
@@ -162,13 +183,17 @@ def save_head(head:BakedHead, # The head to save
               path, # Destination file; '.safetensors' is added when it has no extension
              ) -> Path:
     "Save `head` and its metadata to safetensors file `path`, atomically"
-    if not isinstance(head, BakedHead): raise TypeError(f"save_head saves a BakedHead (from `bake`), got {type(head).__name__}.")
+    if not isinstance(head, BakedHead):
+        raise TypeError(f"save_head saves a BakedHead (from `bake`), got {type(head).__name__}.")
     path = Path(path)
-    if path.is_dir(): raise ValueError(f"{path} is a folder; give a file name such as {path/'head.safetensors'}.")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name such as {path/'head.safetensors'}.")
     if not path.suffix: path = path.with_suffix('.safetensors')
-    ts = dict(classifier=head.classifier, logit_scale=head.logit_scale, **({} if head.logit_bias is None else dict(logit_bias=head.logit_bias)))
+    ts = dict(classifier=head.classifier, logit_scale=head.logit_scale,
+              **({} if head.logit_bias is None else dict(logit_bias=head.logit_bias)))
     ts = {k: v.detach().cpu().contiguous() for k, v in ts.items()}
-    meta = {'format': head_format, 'coop_fast': json.dumps(jsonable(head.info, 'info', 'a head file'), allow_nan=False)}
+    meta = {'format': head_format,
+            'coop_fast': json.dumps(jsonable(head.info, 'info', 'a head file'), allow_nan=False)}
     return write_atomic(path, lambda t: save_file(ts, t, metadata=meta), fsync=True)
 
 # %% ../nbs/15_deploy.ipynb #8b66c1a3
@@ -179,18 +204,23 @@ def _read_head(path):
     if not path.exists(): raise FileNotFoundError(f"No head file {path}.")
     if path.is_dir(): raise ValueError(f"{path} is a folder, not a head file.")
     with open(path, 'rb') as f:
-        meta = safetensors_header(f, path.stat().st_size, lambda why: _bad(path, why)).get('__metadata__') or {}
+        meta = safetensors_header(f, path.stat().st_size,
+                                  lambda why: _bad(path, why)).get('__metadata__') or {}
         if meta.get('format') != head_format:
             if meta.get('format') == _prompt_format:
-                raise _bad(path, "it is a prompt file; bake it first: `coop-fast bake PROMPT --out head.safetensors`, or `bake`.")
+                raise _bad(path,
+                           "it is a prompt file; bake it first: `coop-fast bake PROMPT --out "
+                           "head.safetensors`, or `bake`.")
             raise _bad(path, "it is a safetensors file without coop_fast head metadata.")
         f.seek(0); data = f.read()
     try: info = json.loads(meta.get('coop_fast', ''))
     except ValueError: raise _bad(path, "its coop_fast metadata is not valid JSON.") from None
-    if not isinstance(info, dict) or not isinstance(info.get('classnames'), list): raise _bad(path, "its metadata has no class names.")
+    if not isinstance(info, dict) or not isinstance(info.get('classnames'), list):
+        raise _bad(path, "its metadata has no class names.")
     if (v := info.get('format_version')) != head_version:
-        raise _bad(path, f"it has head format version {v!r}, written by coop_fast {info.get('version')}; this coop_fast "
-                         f"({coop_fast.__version__}) reads version {head_version}.")
+        raise _bad(path,
+                   f"it has head format version {v!r}, written by coop_fast {info.get('version')}; "
+                   f"this coop_fast ({coop_fast.__version__}) reads version {head_version}.")
     try: ts = _st_load(data)
     except Exception as e: raise _bad(path, f"it is truncated or corrupt ({e}).") from None
     return info, ts
@@ -202,10 +232,13 @@ def load_head(path, # A head file written by `save_head`
     "The `BakedHead` saved in `path`, checked; needs neither fastai nor a text tower, and never unpickles anything"
     path = Path(path)
     info, ts = _read_head(path)
-    if missing := {'classifier', 'logit_scale'} - set(ts): raise _bad(path, f"it lacks the tensor(s) {', '.join(sorted(missing))}.")
-    if extra := set(ts) - {'classifier', 'logit_scale', 'logit_bias'}: raise _bad(path, f"it has unknown tensors {', '.join(sorted(extra))}.")
+    if missing := {'classifier', 'logit_scale'} - set(ts):
+        raise _bad(path, f"it lacks the tensor(s) {', '.join(sorted(missing))}.")
+    if extra := set(ts) - {'classifier', 'logit_scale', 'logit_bias'}:
+        raise _bad(path, f"it has unknown tensors {', '.join(sorted(extra))}.")
     for n, t in ts.items():
-        if not t.is_floating_point() or not torch.isfinite(t).all(): raise _bad(path, f"its tensor {n} is not finite floating point.")
+        if not t.is_floating_point() or not torch.isfinite(t).all():
+            raise _bad(path, f"its tensor {n} is not finite floating point.")
     try: head = BakedHead(ts['classifier'], ts['logit_scale'], ts.get('logit_bias'), info)
     except ValueError as e: raise _bad(path, str(e)) from None
     return head.to(device or 'cpu')
@@ -214,7 +247,8 @@ def load_head(path, # A head file written by `save_head`
 def head_tfm(head:BakedHead):
     "open_clip's evaluation preprocessing of the CLIP `head` was baked on: resize, centre crop, to tensor, normalise"
     p = head.info.get('preprocess')
-    if not p: raise ValueError("This head records no image preprocessing (it was not made by `bake`).")
+    if not p:
+        raise ValueError("This head records no image preprocessing (it was not made by `bake`).")
     return open_clip.image_transform(p['size'], is_train=False, mean=p['mean'], std=p['std'],
                                      resize_mode=p['resize_mode'], interpolation=p['interpolation'])
 
@@ -223,9 +257,12 @@ def head_clip(head:BakedHead, # A head from `bake` or `load_head`
              ):
     "The CLIP `head` was baked on, loaded with `load_clip` from the architecture and weights the head records"
     arch, pre = head.info.get('arch'), head.info.get('pretrained')
-    if arch is None: raise ValueError("This head does not record which CLIP it was baked on; load that CLIP and pass it.")
-    if pre is None: raise ValueError(f"This head was baked on a random-weight {arch!r} CLIP, which cannot be loaded again by name; "
-                                     "pass that CLIP itself.")
+    if arch is None:
+        raise ValueError("This head does not record which CLIP it was baked on; load that CLIP "
+                         "and pass it.")
+    if pre is None:
+        raise ValueError(f"This head was baked on a random-weight {arch!r} CLIP, which cannot be "
+                         "loaded again by name; pass that CLIP itself.")
     return load_clip(arch, pre, device=device)
 
 # %% ../nbs/15_deploy.ipynb #d1c97571
@@ -237,15 +274,18 @@ class ImageClassifier(nn.Module):
                 ):
         super().__init__()
         d = getattr(clip.visual, 'output_dim', head.embed_dim)
-        if d != head.embed_dim: raise ValueError(f"This CLIP's image features have {d} dimensions; the head classifies {head.embed_dim}.")
+        if d != head.embed_dim:
+            raise ValueError(f"This CLIP's image features have {d} dimensions; the head classifies "
+                             f"{head.embed_dim}.")
         have, want = (getattr(clip, 'clip_id', None) or {}).get('arch'), head.info.get('arch')
         if have and want and have != want:
             msg = f"The head was baked on CLIP {want!r}, not on {have!r}."
             if strict: raise ValueError(msg + " Pass strict=False to use it anyway.")
             warnings.warn(msg)
-        elif head.info.get('image_check') and not _same(image_check(clip), head.info['image_check']):
-            warnings.warn(f"The image tower's weights of this CLIP differ from those of the CLIP {want!r} the head was baked on; "
-                          "its predictions will differ.")
+        elif (head.info.get('image_check')
+              and not _same(image_check(clip), head.info['image_check'])):
+            warnings.warn("The image tower's weights of this CLIP differ from those of the CLIP "
+                          f"{want!r} the head was baked on; its predictions will differ.")
         self.visual, self.head, self.size = clip.visual, head, clip_pre(clip).size
 
     def forward(self, x):
@@ -256,7 +296,9 @@ class ImageClassifier(nn.Module):
 # %% ../nbs/15_deploy.ipynb #98a7cfd8
 def _need(mod, what, extra):
     try: return importlib.import_module(mod)
-    except ImportError: raise ImportError(f"{what} needs the {mod} package: pip install 'coop_fast[{extra}]' (or pip install {mod}).") from None
+    except ImportError:
+        raise ImportError(f"{what} needs the {mod} package: pip install 'coop_fast[{extra}]' (or "
+                          f"pip install {mod}).") from None
 
 @contextmanager
 def mha_fastpath(enabled:bool):
@@ -267,25 +309,31 @@ def mha_fastpath(enabled:bool):
     finally: torch.backends.mha.set_fastpath_enabled(old)
 
 # %% ../nbs/15_deploy.ipynb #0ce7289a
-_resize = {'shortest': "resize the image so that its shorter side is {s} px, then crop the central {s}×{s} pixels",
-           'longest': "resize the image so that its longer side is {s} px, then pad it to {s}×{s} pixels, centred",
+_resize = {'shortest': "resize the image so that its shorter side is {s} px, then crop the central "
+                       "{s}×{s} pixels",
+           'longest': "resize the image so that its longer side is {s} px, then pad it to {s}×{s} "
+                      "pixels, centred",
            'squash': "resize the image to {s}×{s} pixels, not keeping its aspect ratio"}
 
 def preprocess_text(p:dict) -> str:
     "How to turn an image into the input of a CLIP with preprocessing `p` (`ClipPre`'s fields), in words"
     s = p['size']
-    return (f"RGB image; {_resize[p['resize_mode']].format(s=s)} ({p['interpolation']} interpolation); scale the pixel values to "
-            f"[0, 1]; subtract the mean {list(p['mean'])} and divide by the standard deviation {list(p['std'])}, per channel "
+    return (f"RGB image; {_resize[p['resize_mode']].format(s=s)} ({p['interpolation']} "
+            "interpolation); scale the pixel values to [0, 1]; subtract the mean "
+            f"{list(p['mean'])} and divide by the standard deviation {list(p['std'])}, per channel "
             f"(R, G, B); as float32, shape (batch, 3, {s}, {s}), channels first.")
 
 def onnx_props(head:BakedHead) -> dict:
     "The `metadata_props` of the ONNX model of `head`: preprocessing, class names, outputs, and the head's record"
     p = head.info.get('preprocess')
-    if not p: raise ValueError("This head records no image preprocessing (it was not made by `bake`).")
+    if not p:
+        raise ValueError("This head records no image preprocessing (it was not made by `bake`).")
     props = dict(preprocess=preprocess_text(p), classnames=json.dumps(head.classnames),
-                 outputs="probabilities: softmax of the logits; logits: logit_scale * cos(image feature, class feature) (+ logit_bias); "
-                         "both (batch, n_classes), columns in the order of classnames",
-                 coop_fast=json.dumps(jsonable(head.info, 'info', 'an ONNX model'), allow_nan=False))
+                 outputs="probabilities: softmax of the logits; logits: logit_scale * cos(image "
+                         "feature, class feature) (+ logit_bias); both (batch, n_classes), columns "
+                         "in the order of classnames",
+                 coop_fast=json.dumps(jsonable(head.info, 'info', 'an ONNX model'),
+                                      allow_nan=False))
     return {**props, **{f'preprocess_{k}': json.dumps(v) for k, v in p.items()}}
 
 # %% ../nbs/15_deploy.ipynb #406e2caf
@@ -294,18 +342,23 @@ def check_onnx(path, # An ONNX file written by `export_onnx` (or its temporary f
                n:int=3, # Images in the test batch (another size than the exported one)
                seed:int=0, # Seed of the random test images
               ) -> dict:
-    "Run ONNX file `path` with onnxruntime on random images; max |differences| from `model`'s probabilities and logits, checked"
+    ("Run ONNX file `path` with onnxruntime on random images; max |differences| from `model`'s "
+     "probabilities and logits, checked")
     ort = _need('onnxruntime', 'Checking an ONNX model', 'onnx')
     check_int(n, 'n')
     x = torch.randn(n, 3, model.size, model.size, generator=torch.Generator().manual_seed(seed))
     s = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     p, l = (torch.from_numpy(a) for a in s.run(['probabilities', 'logits'], {'images': x.numpy()}))
-    with torch.no_grad(): pt, lt = (a.float().cpu() for a in model(x.to(model.head.classifier.device)))
+    with torch.no_grad():
+        pt, lt = (a.float().cpu() for a in model(x.to(model.head.classifier.device)))
     tol = 1e-4 * max(1., lt.abs().max().item())
-    res = dict(n=n, max_abs_prob=_diff(p, pt), max_abs_logit=_diff(l, lt), tol_logit=tol, tol_prob=tol / 2)
+    res = dict(n=n, max_abs_prob=_diff(p, pt), max_abs_logit=_diff(l, lt), tol_logit=tol,
+               tol_prob=tol / 2)
     if not (res['max_abs_logit'] <= tol and res['max_abs_prob'] <= tol / 2):
-        raise RuntimeError(f"The ONNX graph disagrees with PyTorch on {n} random images: max |difference| {res['max_abs_logit']:.3g} "
-                           f"in the logits, {res['max_abs_prob']:.3g} in the probabilities (tolerance {tol:.3g}, {tol / 2:.3g}).")
+        raise RuntimeError(f"The ONNX graph disagrees with PyTorch on {n} random images: max "
+                           f"|difference| {res['max_abs_logit']:.3g} in the logits, "
+                           f"{res['max_abs_prob']:.3g} in the probabilities (tolerance {tol:.3g}, "
+                           f"{tol / 2:.3g}).")
     return res
 
 def _diff(a, b) -> float: return (a.float() - b.float()).abs().max().item()
@@ -317,19 +370,26 @@ def export_onnx(head:BakedHead, # The head, from `bake` or `load_head`
                 opset:int=17, # ONNX opset
                 check:bool=True, # Run the graph with onnxruntime and compare it with PyTorch before writing it (`check_onnx`)
                ) -> tuple:
-    "Write CLIP's image encoder and `head` as one ONNX graph to `path`: preprocessed images in, probabilities and logits out"
+    ("Write CLIP's image encoder and `head` as one ONNX graph to `path`: preprocessed images in, "
+     "probabilities and logits out")
     onnx = _need('onnx', 'Exporting to ONNX', 'onnx')
     model = ImageClassifier(head_clip(head) if clip is None else clip, head).eval()
-    if next(model.visual.parameters()).dtype != torch.float32: raise ValueError("Export a CLIP with float32 weights (precision='fp32').")
+    if next(model.visual.parameters()).dtype != torch.float32:
+        raise ValueError("Export a CLIP with float32 weights (precision='fp32').")
     x, res = torch.zeros(2, 3, model.size, model.size, device=head.classifier.device), {}
     def write(tmp):
         with mha_fastpath(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings('ignore', message='.*legacy TorchScript-based ONNX export', category=DeprecationWarning)
-            torch.onnx.export(model, (x,), tmp, dynamo=False, opset_version=opset, input_names=['images'],
-                              output_names=['probabilities', 'logits'], dynamic_axes={k: {0: 'batch'} for k in ('images', 'probabilities', 'logits')})
+            warnings.filterwarnings('ignore', message='.*legacy TorchScript-based ONNX export',
+                                    category=DeprecationWarning)
+            torch.onnx.export(model, (x,), tmp, dynamo=False, opset_version=opset,
+                              input_names=['images'], output_names=['probabilities', 'logits'],
+                              dynamic_axes={k: {0: 'batch'}
+                                            for k in ('images', 'probabilities', 'logits')})
         m = onnx.load(tmp)
         onnx.helper.set_model_props(m, onnx_props(head))
-        m.producer_name, m.doc_string = 'coop_fast', f"CLIP {head.info.get('arch')} image encoder + {head.info.get('label')} head"
+        m.producer_name, m.doc_string = ('coop_fast',
+                                         f"CLIP {head.info.get('arch')} image encoder + "
+                                         f"{head.info.get('label')} head")
         onnx.save(m, tmp)
         if check: res.update(check_onnx(tmp, model))
     return write_atomic(path, write, fsync=True), res

@@ -19,10 +19,12 @@ __all__ = ['result_kind', 'outcomes', 'feature_batches', 'scores', 'eval_stats',
 
 # %% ../nbs/17_experiments.ipynb #6c214079
 def feature_batches(model, dl, store, dtype=None) -> list:
-    "Batches (features, labels) of the images of `dl`, in its order and batch size, their features from `store` (`coop_fast.store`)"
+    ("Batches (features, labels) of the images of `dl`, in its order and batch size, their "
+     "features from `store` (`coop_fast.store`)")
     from coop_fast.store import stored_features
     dev = next(model.clip.parameters()).device
-    f, y = stored_features(model, dl, store, autocast=torch.autocast(dev.type, dtype=dtype) if dtype else None)
+    f, y = stored_features(model, dl, store,
+                           autocast=torch.autocast(dev.type, dtype=dtype) if dtype else None)
     bs = dl.bs or max(len(f), 1)
     return [(f[i:i + bs].to(dev), y[i:i + bs]) for i in range(0, len(f), bs)]
 
@@ -32,13 +34,16 @@ def scores(model, # A `PromptModel` (or any module mapping images to logits)
            classes:list|None=None, # Names of the model's outputs, in the data's terms; default `model.classnames`
            store=None, # A `FeatureStore` to read the images' features from (for models whose image features do not change)
           ) -> tuple:
-    "Class probabilities `(N, n_cls)` of `model` on the labelled batches of `dl`, and the targets as indices of its classes"
+    ("Class probabilities `(N, n_cls)` of `model` on the labelled batches of `dl`, and the targets "
+     "as indices of its classes")
     dev = next(model.parameters()).device
     classes = list(model.classnames if classes is None else classes)
     v = dl_vocab(dl)
-    idx = None if v is None or v == [str(c) for c in classes] else torch.tensor(class_index(v, classes, 'The test data'))
+    idx = (None if v is None or v == [str(c) for c in classes]
+           else torch.tensor(class_index(v, classes, 'The test data')))
     dt = autocast_dtypes.get(precision)
-    if store is not None and getattr(model, 'features_ok', False): dl = feature_batches(model, dl, store, dt)
+    if store is not None and getattr(model, 'features_ok', False):
+        dl = feature_batches(model, dl, store, dt)
     ps, ts = [], []
     with torch.no_grad(), (torch.autocast(dev.type, dtype=dt) if dt else nullcontext()):
         for xb, yb in dl:
@@ -53,20 +58,23 @@ def eval_stats(probs, # Class probabilities (or scores) `(N, n_cls)`
                targets, # Target class indices `(N,)`
                classnames:list, # The model's class names
               ) -> tuple:
-    "Accuracy, macro-F1 over the classes present, image count and absent classes; and the per-class table of the present classes"
+    ("Accuracy, macro-F1 over the classes present, image count and absent classes; and the "
+     "per-class table of the present classes")
     targets = torch.as_tensor(targets)
     st = class_stats(probs, targets, classnames)
     present = st.n > 0
     if present.sum() < 2:
-        raise ValueError(f"The test images are of {int(present.sum())} class only ({', '.join(st['class'][present])}): scoring needs at "
-                         "least 2.")
+        raise ValueError(f"The test images are of {int(present.sum())} class only "
+                         f"({', '.join(st['class'][present])}): scoring needs at least 2.")
     acc = float((torch.as_tensor(probs).argmax(1) == targets).float().mean())
-    res = dict(accuracy=acc, macro_f1=float(st.f1[present].mean()), n=len(targets), absent=st['class'][~present].tolist())
+    res = dict(accuracy=acc, macro_f1=float(st.f1[present].mean()), n=len(targets),
+               absent=st['class'][~present].tolist())
     return res, st[present].reset_index(drop=True)
 
 def per_class(st) -> dict:
     "Count and accuracy per class of table `st` (from `eval_stats`), for result records"
-    return {c: dict(n=int(n), accuracy=float(a)) for c, n, a in zip(st['class'], st['n'], st.accuracy)}
+    return {c: dict(n=int(n), accuracy=float(a))
+            for c, n, a in zip(st['class'], st['n'], st.accuracy)}
 
 # %% ../nbs/17_experiments.ipynb #e434fcc1
 result_kind = 'coop_fast.result'  # 'kind' of a result record
@@ -87,17 +95,23 @@ def read_results(paths:list, # Result JSON files, or folders of them (searched r
             except (ValueError, UnicodeDecodeError):
                 if not p.is_dir(): raise ValueError(f"{f} is not a JSON file.") from None
                 r = None
-            if not isinstance(r, dict) or r.get('kind') != result_kind or not isinstance(r.get('accuracy'), (int, float)):
-                if not p.is_dir(): raise ValueError(f"{f} is not a coop_fast result record (written by coop-fast train or eval --out).")
+            if (not isinstance(r, dict) or r.get('kind') != result_kind
+                    or not isinstance(r.get('accuracy'), (int, float))):
+                if not p.is_dir():
+                    raise ValueError(f"{f} is not a coop_fast result record (written by coop-fast "
+                                     "train or eval --out).")
                 skipped.append(f.name); continue
             recs.append({'label': r.get('method'), **r})  # records of coop_fast 0.1 name the variant `method`
-    if skipped: warnings.warn(f"Skipped {len(skipped)} JSON file(s) that are not coop_fast result records, e.g. {skipped[0]}.")
+    if skipped:
+        warnings.warn(f"Skipped {len(skipped)} JSON file(s) that are not coop_fast result records, "
+                      f"e.g. {skipped[0]}.")
     if not recs: raise ValueError(f"No coop_fast result records in {', '.join(map(str, paths))}.")
     return recs
 
 # %% ../nbs/17_experiments.ipynb #dfeabb98
-outcomes = ('kind', 'version', 'time', 'command', 'seed', 'accuracy', 'macro_f1', 'n', 'per_class', 'absent', 'prompt',
-            'valid_accuracy', 'n_train', 'seconds', 'gpu', 'device', 'host', 'workers', 'threads', 'log')  # record fields, not settings
+outcomes = ('kind', 'version', 'time', 'command', 'seed', 'accuracy', 'macro_f1', 'n', 'per_class',
+            'absent', 'prompt', 'valid_accuracy', 'n_train', 'seconds', 'gpu', 'device',
+            'host', 'workers', 'threads', 'log')  # record fields, not settings
 
 def _hashable(v):
     "Record value `v` in a form that groups: lists and dicts as JSON, None and NaN as None"
@@ -128,21 +142,26 @@ def aggregate(recs:list, # Result records
     if 'time' in df: df = df.sort_values('time', kind='stable')
     by = list(by)
     if missing := [c for c in by if c not in df]:
-        raise ValueError(f"The records have no column {', '.join(missing)}; group by some of {', '.join(df.columns)}.")
+        raise ValueError(f"The records have no column {', '.join(missing)}; group by some of "
+                         f"{', '.join(df.columns)}.")
     df = df.map(_hashable).reset_index(drop=True)
     key = [c for c in ('prompt', 'dataset', 'split', 'subsample') if c in df]
     if 'prompt' in df: df = _dedupe(df, key, 'measure a prompt already measured on the same data')
     extra = _varying(df, by)
-    if extra: warnings.warn(f"Runs with the same {', '.join(by)} differ in {', '.join(extra)}: they get separate rows "
-                            "(choose the grouping with --by / `by`).")
+    if extra:
+        warnings.warn(f"Runs with the same {', '.join(by)} differ in {', '.join(extra)}: they get "
+                      "separate rows (choose the grouping with --by / `by`).")
     rows = by + extra
-    if 'seed' in df: df = _dedupe(df, rows + ['seed'], 'repeat the seed of a run with the same settings')
+    if 'seed' in df:
+        df = _dedupe(df, rows + ['seed'], 'repeat the seed of a run with the same settings')
     metrics = [m for m in metrics if m in df]
     spread = (lambda x: 1.96 * np.std(x) / np.sqrt(len(x))) if ci95 else np.std
     g = df.groupby(rows, dropna=False, sort=True)
     res = g.size().rename('runs').to_frame()
-    for m in metrics: res[f'{m}_mean'], res[f'{m}_{"ci95" if ci95 else "std"}'] = g[m].mean(), g[m].agg(spread)
-    variant = df[['label']].astype(str).agg(''.join, axis=1) if 'label' in df else pd.Series('', index=df.index)
+    for m in metrics:
+        res[f'{m}_mean'], res[f'{m}_{"ci95" if ci95 else "std"}'] = g[m].mean(), g[m].agg(spread)
+    variant = (df[['label']].astype(str).agg(''.join, axis=1) if 'label' in df
+               else pd.Series('', index=df.index))
     for c in extra: variant = variant + f', {c}=' + df[c].astype(str)
     return res.reset_index(), df.assign(variant=variant)
 
@@ -155,9 +174,11 @@ def markdown_table(df, # A table from `aggregate`
     "`aggregate`'s table in markdown, metrics in percent as 'mean ± spread'"
     s, cols = 'ci95' if ci95 else 'std', list(df.columns)
     by = cols[:cols.index('runs')] if by is None else list(by)
-    metrics = [c[:-len('_mean')] for c in cols if c.endswith('_mean')] if metrics is None else list(metrics)
+    metrics = ([c[:-len('_mean')] for c in cols if c.endswith('_mean')] if metrics is None
+               else list(metrics))
     head = [*by, 'runs', *(f'{m} (%)' for m in metrics)]
-    rows = [[str(r[c]) for c in by] + [str(r['runs'])] + [f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_{s}']:.1f}" for m in metrics]
+    rows = [[str(r[c]) for c in by] + [str(r['runs'])]
+            + [f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_{s}']:.1f}" for m in metrics]
             for _, r in df.iterrows()]
     w = [max(len(x) for x in col) for col in zip(head, *rows)]
     line = lambda xs: '| ' + ' | '.join(x.ljust(n) for x, n in zip(xs, w)) + ' |'

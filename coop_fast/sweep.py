@@ -31,8 +31,10 @@ def sweep_runs(datasets, # Dataset names, e.g. `['oxford_pets', 'caltech101']`
                eval_on=None, # Datasets to test each learned prompt on as it is (cross-dataset transfer); a run's own is left out
                eval_args:str='', # Extra arguments for those `coop-fast eval` runs
               ) -> list[dict]:
-    "The `coop-fast train` runs of `datasets` × `shots` × `seeds` (× `methods`), each with a GPU: longest first, to the least busy GPU"
-    datasets, shots, seeds = _listify(datasets, 'datasets'), _listify(shots, 'shots'), _listify(seeds, 'seeds')
+    ("The `coop-fast train` runs of `datasets` × `shots` × `seeds` (× `methods`), each with a GPU: "
+     "longest first, to the least busy GPU")
+    datasets, shots, seeds = (_listify(datasets, 'datasets'), _listify(shots, 'shots'),
+                              _listify(seeds, 'seeds'))
     targets = [] if eval_on is None else _listify(eval_on, 'eval_on')
     ms = [None] if methods is None else _listify(methods, 'methods')
     if methods is not None:
@@ -47,11 +49,15 @@ def sweep_runs(datasets, # Dataset names, e.g. `['oxford_pets', 'caltech101']`
         g = min(ids, key=load.get)
         load[g] += r['shots']
         r['gpu'], r['out'] = g, f"{out}/{r['name']}.safetensors"
-        r['argv'] = [str(r['dataset']), '--root', str(root), '--shots', str(r['shots']), '--seed', str(r['seed']),
-                     *(['--method', r['method']] if r['method'] else []), '--out', r['out'], '--resume', *shlex.split(args)]
+        r['argv'] = [str(r['dataset']), '--root', str(root), '--shots', str(r['shots']),
+                     '--seed', str(r['seed']), *(['--method', r['method']] if r['method'] else []),
+                     '--out', r['out'], '--resume', *shlex.split(args)]
         r['cmd'] = shlex.join([*shlex.split(cmd), 'train', *r['argv']])
-        r['evals'] = [dict(dataset=t, out=f"{out}/{r['name']}.on_{t}.json") for t in targets if t != r['dataset']]
-        for e in r['evals']: e['argv'] = [r['out'], str(e['dataset']), '--root', str(root), '--out', e['out'], *shlex.split(eval_args)]
+        r['evals'] = [dict(dataset=t, out=f"{out}/{r['name']}.on_{t}.json") for t in targets
+                      if t != r['dataset']]
+        for e in r['evals']:
+            e['argv'] = [r['out'], str(e['dataset']), '--root', str(root), '--out', e['out'],
+                         *shlex.split(eval_args)]
     return runs
 
 # %% ../nbs/18_sweep.ipynb #3cb7b6e4
@@ -67,31 +73,38 @@ def sweep_script(datasets, # Dataset names
                  methods=None, # Method names; None: `coop-fast train`'s default
                  eval_on=None, # Datasets to test each learned prompt on as it is (cross-dataset transfer)
                 ) -> str:
-    "A bash script that runs the sweep of `datasets` × `shots` × `seeds`, one run per GPU at a time, then `coop-fast results`"
+    ("A bash script that runs the sweep of `datasets` × `shots` × `seeds`, one run per GPU at a "
+     "time, then `coop-fast results`")
     out, logs = str(out), str(logs)
     runs = sweep_runs(datasets, shots, seeds, root, gpus, out, args, cmd, methods, eval_on)
     ids = list(dict.fromkeys(r['gpu'] for r in runs))
     q = shlex.quote
-    dirs = sorted({str(Path(p).parent) for r in runs for p in (r['out'], f"{logs}/{r['name']}.log")} | {out, logs})
-    lines = ['#!/usr/bin/env bash', f'# CoOp sweep: {len(runs)} runs on {len(ids)} GPU(s), written by coop_fast.sweep.sweep_script',
+    dirs = sorted({str(Path(p).parent) for r in runs
+                   for p in (r['out'], f"{logs}/{r['name']}.log")} | {out, logs})
+    lines = ['#!/usr/bin/env bash',
+             f'# CoOp sweep: {len(runs)} runs on {len(ids)} GPU(s), written by '
+             'coop_fast.sweep.sweep_script',
              'set -u', f"mkdir -p {' '.join(map(q, dirs))}"]
     for i, g in enumerate(ids):
         lines.append(f'gpu_{i}() {{')
         for r in runs:
             if r['gpu'] != g: continue
             log = q(f"{logs}/{r['name']}.log")
-            lines.append(f"  [ -f {q(r['out'])} ] || CUDA_VISIBLE_DEVICES={g} {r['cmd']} > {log} 2>&1 "
-                         f"|| echo \"failed: {r['name']} (see {logs}/{r['name']}.log)\"")
+            lines.append(f"  [ -f {q(r['out'])} ] || CUDA_VISIBLE_DEVICES={g} {r['cmd']} > {log} "
+                         f"2>&1 || echo \"failed: {r['name']} (see {logs}/{r['name']}.log)\"")
             for e in r['evals']:
-                lines.append(f"  [ -f {q(e['out'])} ] || CUDA_VISIBLE_DEVICES={g} {cmd} eval {shlex.join(e['argv'])} >> {log} 2>&1 "
-                             f"|| echo \"failed: {r['name']} on {e['dataset']} (see {logs}/{r['name']}.log)\"")
+                lines.append(f"  [ -f {q(e['out'])} ] || CUDA_VISIBLE_DEVICES={g} {cmd} eval "
+                             f"{shlex.join(e['argv'])} >> {log} 2>&1 || echo \"failed: {r['name']} "
+                             f"on {e['dataset']} (see {logs}/{r['name']}.log)\"")
         lines.append('}')
-    lines += [' & '.join(f'gpu_{i}' for i in range(len(ids))) + ' &', 'wait', f'{cmd} results {q(out)}']
+    lines += [' & '.join(f'gpu_{i}' for i in range(len(ids))) + ' &', 'wait',
+              f'{cmd} results {q(out)}']
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/18_sweep.ipynb #fc900cd4
 class TrainTask:
-    "One run of a sweep: `coop-fast train ARGV`, then `coop-fast eval` of each of `evals`, in child processes; their output appended to `log`, the exit status next to it"
+    ("One run of a sweep: `coop-fast train ARGV`, then `coop-fast eval` of each of `evals`, in "
+     "child processes; their output appended to `log`, the exit status next to it")
     def __init__(self, argv:list, # Arguments after `coop-fast train`
                  log, # Log file of the run
                  cmd:list|None=None, # The command before `train`; default `python -m coop_fast.cli`, with this Python
@@ -105,8 +118,10 @@ class TrainTask:
 
     def steps(self) -> list:
         "The commands left to run: training unless it is done, then each evaluation whose record is not there"
-        todo = [] if self.done is not None and Path(self.done).is_file() else [['train', *self.argv]]
-        return todo + [['eval', *e] for e in self.evals if not Path(e[e.index('--out') + 1]).is_file()]
+        todo = ([] if self.done is not None and Path(self.done).is_file()
+                else [['train', *self.argv]])
+        return todo + [['eval', *e] for e in self.evals
+                       if not Path(e[e.index('--out') + 1]).is_file()]
 
     @property
     def status_file(self) -> Path: return self.log.with_suffix('.status.json')
@@ -118,14 +133,20 @@ class TrainTask:
         rc = 0
         for step in self.steps():
             if rc := self._run([*self.cmd, *step]): break
-        write_text(self.status_file, json.dumps(dict(rc=rc, host=socket.gethostname(), time=time.time())))
-        if rc: raise RuntimeError(f"coop-fast {step[0]} exited with status {rc}; its log: {self.log}")
+        write_text(self.status_file,
+                   json.dumps(dict(rc=rc, host=socket.gethostname(), time=time.time())))
+        if rc:
+            raise RuntimeError(f"coop-fast {step[0]} exited with status {rc}; its log: {self.log}")
         return rc
 
     def _run(self, cmd):
         with open(self.log, 'a') as f:
-            f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}: {shlex.join(cmd)}\n"); f.flush()
-            try: rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+            f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}: "
+                    f"{shlex.join(cmd)}\n")
+            f.flush()
+            try:
+                rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **self.env})
             except OSError as e: print(f"cannot run {cmd[0]}: {e}", file=f); rc = 127
             f.write(f"# exit status {rc}\n")
         return rc
@@ -148,8 +169,9 @@ def run_finished(run:dict) -> bool:
     try: return len(read_results(fs)) == len(fs)
     except ValueError: return False
 
-active_states = ('PENDING', 'CONFIGURING', 'RUNNING', 'COMPLETING', 'SUSPENDED', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED',
-                 'RESIZING', 'SIGNALING', 'STAGE_OUT', 'RESV_DEL_HOLD', 'SPECIAL_EXIT')  # Slurm states of a job not yet over
+active_states = ('PENDING', 'CONFIGURING', 'RUNNING', 'COMPLETING', 'SUSPENDED', 'REQUEUED',
+                 'REQUEUE_HOLD', 'REQUEUE_FED', 'RESIZING', 'SIGNALING',
+                 'STAGE_OUT', 'RESV_DEL_HOLD', 'SPECIAL_EXIT')  # Slurm states of a job not yet over
 
 def run_state(run:dict, # A run of `sweep_runs`
               log, # Its log file
@@ -160,16 +182,22 @@ def run_state(run:dict, # A run of `sweep_runs`
     if run_finished(run): return dict(state='finished')
     log, slurm = Path(log), slurm or {}
     jid = (job or {}).get('job_id')
-    if jid and slurm.get(jid) in active_states: return dict(state='pending', why=f"Slurm job {jid} is {slurm[jid].lower()}")
-    st = json.loads(log.with_suffix('.status.json').read_text()) if log.with_suffix('.status.json').is_file() else None
+    if jid and slurm.get(jid) in active_states:
+        return dict(state='pending', why=f"Slurm job {jid} is {slurm[jid].lower()}")
+    st = (json.loads(log.with_suffix('.status.json').read_text())
+          if log.with_suffix('.status.json').is_file() else None)
     if st is not None and st['rc'] != 0:
-        why = f"exit status {st['rc']}" if st['rc'] > 0 else f"killed by {signal.Signals(-st['rc']).name}"
+        why = (f"exit status {st['rc']}" if st['rc'] > 0
+               else f"killed by {signal.Signals(-st['rc']).name}")
         if st['rc'] < 0 and jid in slurm: why += f" (Slurm job {jid}: {slurm[jid]})"
         return dict(state='failed', why=why, log=str(log))
-    if st is not None: return dict(state='failed', why="it exited without writing its result record", log=str(log))
+    if st is not None:
+        return dict(state='failed', why="it exited without writing its result record", log=str(log))
     if jid:
         how = f"ended {slurm[jid]}" if jid in slurm else "ended"
-        return dict(state='failed', why=f"Slurm job {jid} {how} before the run did (cancelled, out of time or memory?)",
+        return dict(state='failed',
+                    why=f"Slurm job {jid} {how} before the run did (cancelled, out of "
+                        "time or memory?)",
                     log=str(log), slurm_log=job.get('stderr'))
     return dict(state='pending', why='not run yet')
 
@@ -181,7 +209,8 @@ class SweepSummary:
     table:object = None  # `aggregate`'s table of the finished runs (a DataFrame), or None
     records:list = field(default_factory=list)  # their result records
 
-    def names(self, state:str) -> list: return [n for n, s in self.states.items() if s['state'] == state]
+    def names(self, state:str) -> list:
+        return [n for n, s in self.states.items() if s['state'] == state]
     @property
     def finished(self): return self.names('finished')
     @property
@@ -191,10 +220,12 @@ class SweepSummary:
 
     def __str__(self):
         n = len(self.states)
-        lines = [f"{n} run{'s' * (n != 1)}: {len(self.finished)} finished, {len(self.failed)} failed, {len(self.pending)} pending"]
+        lines = [f"{n} run{'s' * (n != 1)}: {len(self.finished)} finished, {len(self.failed)} "
+                 f"failed, {len(self.pending)} pending"]
         for name in self.failed:
             s = self.states[name]
-            lines.append(f"  failed: {name}: {s['why']}; log: {s['log']}" + (f" (Slurm's: {s['slurm_log']})" if s.get('slurm_log') else ''))
+            lines.append(f"  failed: {name}: {s['why']}; log: {s['log']}"
+                         + (f" (Slurm's: {s['slurm_log']})" if s.get('slurm_log') else ''))
         return '\n'.join(lines)
     __repr__ = __str__
 
@@ -211,7 +242,8 @@ def run_local(tasks:list, # (GPU id, `TrainTask`) pairs
             t.env = {**t.env, 'CUDA_VISIBLE_DEVICES': str(g)}
             try: t()
             except RuntimeError: pass  # a failed run: its status file says so
-            if json.loads(t.status_file.read_text())['rc'] in (130, -2): stop.set()  # interrupted with Ctrl-C
+            if json.loads(t.status_file.read_text())['rc'] in (130, -2):
+                stop.set()  # interrupted with Ctrl-C
             done.append(t)
             if progress: progress(len(done), len(tasks))
     threads = [threading.Thread(target=work, args=kv, daemon=True) for kv in by_gpu.items()]
@@ -227,7 +259,8 @@ def run_local(tasks:list, # (GPU id, `TrainTask`) pairs
 # %% ../nbs/18_sweep.ipynb #5e28dee5
 def slurm_states() -> dict:
     "Slurm job id (`123_4` for array task 4) -> state, of this user's jobs that Slurm still knows"
-    r = subprocess.run(['squeue', '-h', '-r', '-t', 'all', '-u', getpass.getuser(), '-o', '%i|%T'], capture_output=True, text=True)
+    r = subprocess.run(['squeue', '-h', '-r', '-t', 'all', '-u', getpass.getuser(), '-o', '%i|%T'],
+                       capture_output=True, text=True)
     if r.returncode: raise RuntimeError(f"squeue failed ({r.returncode}): {r.stderr.strip()}")
     return dict(l.strip().split('|', 1) for l in r.stdout.splitlines() if '|' in l)
 
@@ -245,19 +278,25 @@ def submit_slurm(tasks:list, # `TrainTask`s
                 ) -> list[dict]:
     "Submit `tasks` as one Slurm job array; each task's `job_id` and Slurm log files"
     try: import submitit
-    except ImportError as e: raise ImportError("The slurm executor needs submitit: pip install submitit") from e
-    check_int(time_min, 'time_min'); check_int(gpus_per_task, 'gpus_per_task', lo=0); check_int(cpus, 'cpus')
+    except ImportError as e:
+        raise ImportError("The slurm executor needs submitit: pip install submitit") from e
+    check_int(time_min, 'time_min')
+    check_int(gpus_per_task, 'gpus_per_task', lo=0); check_int(cpus, 'cpus')
     check_int(max_parallel, 'max_parallel')
     if mem_gb is not None: check_num(mem_gb, 'mem_gb')
     ex = submitit.SlurmExecutor(folder=Path(folder))
-    p = dict(job_name=name, time=time_min, cpus_per_task=cpus, ntasks_per_node=1, array_parallelism=max_parallel,
-             partition=partition, gpus_per_node=gpus_per_task or None, mem=None if mem_gb is None else f'{math.ceil(mem_gb * 1024)}M',
+    p = dict(job_name=name, time=time_min, cpus_per_task=cpus, ntasks_per_node=1,
+             array_parallelism=max_parallel, partition=partition,
+             gpus_per_node=gpus_per_task or None,
+             mem=None if mem_gb is None else f'{math.ceil(mem_gb * 1024)}M',
              setup=setup, additional_parameters=slurm_args)
     ex.update_parameters(**{k: v for k, v in p.items() if v is not None})
     try:
         with ex.batch(): jobs = [ex.submit(t) for t in tasks]
-    except submitit.core.utils.FailedJobError as e: raise ValueError(f"Slurm refused the job array: {e}") from None
-    return [dict(job_id=j.job_id, stdout=str(j.paths.stdout), stderr=str(j.paths.stderr)) for j in jobs]
+    except submitit.core.utils.FailedJobError as e:
+        raise ValueError(f"Slurm refused the job array: {e}") from None
+    return [dict(job_id=j.job_id, stdout=str(j.paths.stdout), stderr=str(j.paths.stderr))
+            for j in jobs]
 
 # %% ../nbs/18_sweep.ipynb #a20ea24f
 executors = ('local', 'slurm')
@@ -275,7 +314,8 @@ def sweep_summary(runs:list, # Runs of `sweep_runs`
     jobs = _read_jobs(logs)
     try: slurm = slurm_states() if jobs else {}
     except (OSError, RuntimeError): slurm = {}  # no Slurm here (any more): its jobs are over
-    states = {r['name']: run_state(r, Path(logs)/f"{r['name']}.log", jobs.get(r['name']), slurm) for r in runs}
+    states = {r['name']: run_state(r, Path(logs)/f"{r['name']}.log", jobs.get(r['name']), slurm)
+              for r in runs}
     done = [f for r in runs if states[r['name']]['state'] == 'finished' for f in run_records(r)]
     if not done: return SweepSummary(states)
     from coop_fast.experiments import read_results, aggregate
@@ -285,7 +325,8 @@ def sweep_summary(runs:list, # Runs of `sweep_runs`
 # %% ../nbs/18_sweep.ipynb #4b1de647
 def _store_args(feature_store, no_feature_store) -> str:
     if no_feature_store: return ' --no_feature_store'
-    return f' --feature_store {shlex.quote(str(Path(feature_store).expanduser().resolve()))}' if feature_store else ''
+    return (f' --feature_store {shlex.quote(str(Path(feature_store).expanduser().resolve()))}'
+            if feature_store else '')
 
 def run_sweep(datasets, # Dataset names (with `root`), e.g. `['EuroSAT', 'DescribableTextures']`
               shots=(1, 2, 4, 8, 16), # Shots per class
@@ -307,27 +348,35 @@ def run_sweep(datasets, # Dataset names (with `root`), e.g. `['EuroSAT', 'Descri
               eval_on=None, # Datasets to test every learned prompt on as it is (cross-dataset transfer)
               **slurm, # slurm: options of `submit_slurm`: partition, time_min, gpus_per_task, cpus, mem_gb, max_parallel, ...
              ) -> SweepSummary:
-    "Run the sweep of `datasets` × `shots` × `seeds` × `methods` on `executor`, skipping finished runs and resuming interrupted ones"
+    ("Run the sweep of `datasets` × `shots` × `seeds` × `methods` on `executor`, skipping finished "
+     "runs and resuming interrupted ones")
     check_choice(executor, 'executor', executors)
-    if slurm and executor != 'slurm': raise ValueError(f"{', '.join(slurm)}: options of the slurm executor, not of {executor!r}.")
+    if slurm and executor != 'slurm':
+        raise ValueError(f"{', '.join(slurm)}: options of the slurm executor, not of {executor!r}.")
     if executor == 'local':
         if gpus is None:
             import torch
             gpus = max(torch.cuda.device_count(), 1)
     logs = Path(logs if logs is not None else Path(out)/'logs')
     st = _store_args(feature_store, no_feature_store)
-    runs = sweep_runs(datasets, shots, seeds, root, gpus or 1, out, args + st, methods=methods, eval_on=eval_on, eval_args=st)
+    runs = sweep_runs(datasets, shots, seeds, root, gpus or 1, out, args + st, methods=methods,
+                      eval_on=eval_on, eval_args=st)
     before = sweep_summary(runs, logs)
-    todo = [r for r in runs if (s := before.states[r['name']])['state'] == 'failed' or s.get('why') == 'not run yet']
+    todo = [r for r in runs if (s := before.states[r['name']])['state'] == 'failed'
+            or s.get('why') == 'not run yet']
     if dry_run or not todo: return before
-    tasks = [TrainTask(r['argv'], logs/f"{r['name']}.log", cmd, evals=[e['argv'] for e in r['evals']],
+    tasks = [TrainTask(r['argv'], logs/f"{r['name']}.log", cmd,
+                       evals=[e['argv'] for e in r['evals']],
                        done=Path(r['out']).with_suffix('.json')) for r in todo]
-    report = (lambda *a: progress(str(sweep_summary(runs, logs)).splitlines()[0])) if progress else None
+    report = ((lambda *a: progress(str(sweep_summary(runs, logs)).splitlines()[0]))
+              if progress else None)
     if executor == 'local':
         run_local([(r['gpu'], t) for r, t in zip(todo, tasks)], report)
         return sweep_summary(runs, logs)
     jobs = submit_slurm(tasks, logs/'slurm', **slurm)
-    write_text(_jobs_file(logs), json.dumps({**_read_jobs(logs), **{r['name']: j for r, j in zip(todo, jobs)}}, indent=1))
+    write_text(_jobs_file(logs),
+               json.dumps({**_read_jobs(logs), **{r['name']: j for r, j in zip(todo, jobs)}},
+                          indent=1))
     if wait: wait_slurm([j['job_id'] for j in jobs], poll, report)
     return sweep_summary(runs, logs)
 

@@ -14,7 +14,8 @@ __all__ = ['test_seed', 'seed_all']
 def test_seed() -> int:
     "The seed of this test run: `$COOP_FAST_TEST_SEED`, default 0"
     s = os.environ.get('COOP_FAST_TEST_SEED', '0')
-    if not s.isdigit(): raise ValueError(f"COOP_FAST_TEST_SEED must be a non-negative integer, got {s!r}.")
+    if not s.isdigit():
+        raise ValueError(f"COOP_FAST_TEST_SEED must be a non-negative integer, got {s!r}.")
     return int(s)
 
 def seed_all(seed:int|None=None, # Seed; default `test_seed()`
