@@ -553,9 +553,8 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
           f"{_pct(res['accuracy'])}, macro-F1 {res['macro_f1']:.3f}\n")
     print(st.to_string(index=False, float_format=lambda x: f'{x:.3f}'))
     if res['absent']:
-        print(f"\nNot in the data, so not scored: {len(res['absent'])} of the {len(names)} classes "
-              "prompted "
-                            f"({', '.join(res['absent'])}).")
+        print(f"\nNot in the data, so not scored: {len(res['absent'])} of the {len(names)} "
+              f"classes prompted ({', '.join(res['absent'])}).")
     if not known and names != info['classnames']:
         print(f"\nPrompted the data's {len(names)} classes; the prompt was learned on "
               f"{len(info['classnames'])}. --prompt_classes classifies among those.")

@@ -158,8 +158,7 @@ def fewshot_items(items:list, # (image path, class name) pairs to sample trainin
         train += [(p, c) for p in tr]; val += [(p, c) for p in va]
     if short:
         warnings.warn(f"{len(short)} class(es) have fewer images than shots={shots} and use all "
-                      "they have: "
-                      f"{', '.join(short[:10])}{' ...' if len(short) > 10 else ''}.", stacklevel=2)
+                      f"they have: {', '.join(short[:10])}{' ...' if len(short) > 10 else ''}.", stacklevel=2)
     if novalid:
         warnings.warn(
             f"No validation images for {len(novalid)} class(es): {_names(novalid)}.", stacklevel=2)

@@ -118,8 +118,7 @@ def _classnames(dls, classnames):
         raise TypeError("`classnames` must be a list of class names, not one string.")
     if vocab is not None and len(classnames) != len(vocab):
         raise ValueError(f"`classnames` has {len(classnames)} names but the data has {len(vocab)} "
-                         "classes "
-                         f"({', '.join(map(str, list(vocab)[:5]))}{', ...' if len(vocab) > 5 else ''}).")
+                         f"classes ({', '.join(map(str, list(vocab)[:5]))}{', ...' if len(vocab) > 5 else ''}).")
     return list(classnames)
 
 def prepare_clip(dls, arch, pretrained, clip_model, precision, classnames, normalize):
