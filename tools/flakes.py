@@ -24,7 +24,9 @@ def _first_error(text:str) -> str:
 def run_notebook(nb:str, seeds:list) -> list:
     "(seed, error or None) for each seed: notebook `nb` run in this process, one fresh kernel per seed"
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
-    import io, contextlib
+    import io, contextlib, multiprocessing
+    # this process was spawned, which made spawn the default; nbdev_test's DataLoader workers fork (Linux), so fork here too
+    if 'fork' in multiprocessing.get_all_start_methods(): multiprocessing.set_start_method('fork', force=True)
     from nbdev.test import test_nb
     res = []
     for s in seeds:
