@@ -5,6 +5,7 @@ failure with its seed and first error line. Not part of `make test` (it takes lo
     python tools/flakes.py --seeds 50 nbs/01_prompt.ipynb tests/test_export.py
     python tools/flakes.py --seeds 50 --all          # every notebook and test file
     python tools/flakes.py --suite 5                 # `make test` 5 times in a row in a fresh clone of this repository
+    python tools/flakes.py --variants                # `make test` as other CPUs run it: --variants default avx2 threads=1 threads=2 (all four when none is named)
 """
 import argparse, os, subprocess, sys, tempfile, time, traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -51,19 +52,51 @@ def run_tests(path:str, seeds:list) -> list:
 
 def _job(target, seeds): return target, (run_notebook if target.endswith('.ipynb') else run_tests)(target, seeds)
 
-def run_suite(n:int) -> list:
-    "(run, error or None, seconds) of `make test` run `n` times in a fresh clone of this repository"
+def _clone() -> Path:
+    "A fresh clone of this repository's committed HEAD in a new temporary folder"
     d = Path(tempfile.mkdtemp(prefix='coop-flakes-'))/'repo'
     subprocess.run(['git', 'clone', '-q', str(root), str(d)], check=True)
-    res = []
-    for i in range(n):
-        t = time.time()
-        r = subprocess.run(['make', 'test'], cwd=d, capture_output=True, text=True)
-        log = d.parent/f'make_test_{i + 1}.log'
-        log.write_text(r.stdout + r.stderr)
-        res.append((i + 1, None if r.returncode == 0 else _first_error(r.stdout + r.stderr), time.time() - t))
-        print(f"make test run {i + 1}/{n}: {'passed' if r.returncode == 0 else 'FAILED'} in {time.time() - t:.0f} s; its output: {log}",
-              flush=True)
+    return d
+
+def _make_test(d:Path, name:str, env:dict=None) -> tuple:
+    "(error or None, seconds) of one `make test` in clone `d` with `env` added, its output in `d/../make_test_{name}.log`"
+    t = time.time()
+    r = subprocess.run(['make', 'test'], cwd=d, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    log = d.parent/f'make_test_{name}.log'
+    log.write_text(r.stdout + r.stderr)
+    print(f"make test {name}: {'passed' if r.returncode == 0 else 'FAILED'} in {time.time() - t:.0f} s; its output: {log}"
+          + (f"\n    its last line: {_last_line(r.stdout)}" if r.stdout.strip() else ''), flush=True)
+    return None if r.returncode == 0 else _first_error(r.stdout + r.stderr), time.time() - t
+
+def _last_line(text:str) -> str: return [l for l in text.splitlines() if l.strip()][-1].strip()[:200]
+
+def run_suite(n:int) -> list:
+    "(run, error or None, seconds) of `make test` run `n` times in a fresh clone of this repository"
+    d = _clone()
+    return [(i + 1, *_make_test(d, str(i + 1))) for i in range(n)]
+
+VARIANTS = {'default': dict(ATEN_CPU_CAPABILITY='default'), 'avx2': dict(ATEN_CPU_CAPABILITY='avx2'),
+            'threads=1': dict(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1'),
+            'threads=2': dict(OMP_NUM_THREADS='2', MKL_NUM_THREADS='2')}
+
+def capability(env:dict) -> str:
+    "The CPU kernels and thread count PyTorch runs under `env`, as it reports them"
+    code = 'import torch; print(torch.backends.cpu.get_cpu_capability().lower(), torch.get_num_threads())'
+    r = subprocess.run([PY, '-c', code], capture_output=True, text=True, env={**os.environ, **env}, check=True)
+    return r.stdout.split()
+
+def run_variants(names:list) -> list:
+    "(variant, error or None, seconds) of `make test` in a fresh clone under each variant; one PyTorch can't run is a failure"
+    d, res = _clone(), []
+    for name in names:
+        env = VARIANTS[name]
+        kern, threads = capability(env)
+        want = env.get('ATEN_CPU_CAPABILITY', kern), env.get('OMP_NUM_THREADS', threads)
+        if (kern, threads) != want:
+            msg = f"not available on this machine: PyTorch runs kernels {kern} with {threads} thread(s), not {want[0]} / {want[1]}"
+            print(f"make test {name}: {msg}", flush=True)
+            res.append((name, msg, 0.)); continue
+        res.append((name, *_make_test(d, name.replace('=', ''), env)))
     return res
 
 def targets(all_:bool, given:list) -> list:
@@ -80,6 +113,8 @@ def main():
     ap.add_argument('--first', type=int, default=0, help='first seed')
     ap.add_argument('--workers', type=int, default=2, help='targets run at once')
     ap.add_argument('--suite', type=int, default=0, help='also run `make test` this many times in a fresh clone')
+    ap.add_argument('--variants', nargs='*', choices=list(VARIANTS), metavar='VARIANT',
+                    help=f"also run `make test` in a fresh clone under each of {', '.join(VARIANTS)} (all when none is named)")
     a = ap.parse_args()
     seeds, fails = list(range(a.first, a.first + a.seeds)), 0
     todo = targets(a.all, a.targets)
@@ -95,8 +130,14 @@ def main():
         fails += sum(e is not None for _, e, _ in res)
         for i, e, t in res:
             if e: print(f"    make test run {i}: {e}")
+    if a.variants is not None:
+        res = run_variants(a.variants or list(VARIANTS))
+        fails += sum(e is not None for _, e, _ in res)
+        for v, e, t in res:
+            if e: print(f"    make test {v}: {e}")
     print(f"{'no failures' if not fails else f'{fails} failure(s)'}: {len(todo)} target(s) x {len(seeds)} seeds"
-          + (f", make test x {a.suite}" if a.suite else ''))
+          + (f", make test x {a.suite}" if a.suite else '')
+          + (f", make test under {', '.join(a.variants or VARIANTS)}" if a.variants is not None else ''))
     sys.exit(1 if fails else 0)
 
 if __name__ == '__main__': main()
