@@ -176,8 +176,21 @@ def _check_depth(depth, name, tower, what, lo=1):
     "`depth` checked to be a number of blocks of `tower` (at least `lo`)"
     check_int(depth, name, lo=lo)
     if depth > (k := n_layers(tower)):
-        raise ValueError(f"{name}={depth}, but this CLIP's {what} tower has {k} layers: prompt at "
-                         f"most {k} (depth <= number of layers).")
+        raise ValueError(f"{name}={depth}, but this CLIP's {what} tower has {k} layers: pass {name}={k} "
+                         f"or fewer (`--hp {name}={k}` on the command line).")
+    return depth
+
+def _depth(depth, official, name, towers, notes, lo=1):
+    "`depth` checked against each of `towers` ({what: tower}); None: `official`, capped at their layers, said in `notes`"
+    if depth is None:
+        k = min(n_layers(t) for t in towers.values())
+        if k >= official: return official
+        short = [w for w, t in towers.items() if n_layers(t) == k]
+        notes.append(f"{name}={k}: the official {official}, capped at the {k} layers of this CLIP's "
+                     f"{' and '.join(short)} tower{'s' * (len(short) > 1)}.")
+        warnings.warn(notes[-1])
+        return k
+    for what, t in towers.items(): _check_depth(depth, name, t, what, lo)
     return depth
 
 def _normal(n, w, dev): return nn.Parameter(torch.empty(n, w, device=dev).normal_(std=0.02))
@@ -197,7 +210,7 @@ class DeepPromptModel(PromptModel):
         text_tower(clip_model), vision_tower(clip_model)
         if ctx_init is not None and not isinstance(ctx_init, str):
             raise TypeError(f"ctx_init must be words or None, got {ctx_init!r}.")
-        self.tokens = DeepTokens(clip_model, classnames, n_ctx, ctx_init)
+        self.tokens, self.notes = DeepTokens(clip_model, classnames, n_ctx, ctx_init), []
         self.text_path, self._cache = check_choice(text_path, 'text_path',
                                                    ('auto', 'shared', 'truncated')), None
 
@@ -269,15 +282,16 @@ class IVLPModel(DeepPromptModel):
                  classnames:list, # Class names; '_' becomes a space
                  n_ctx_text:int=2, # Text prompt vectors per block
                  n_ctx_vision:int=2, # Image prompt tokens per block
-                 depth_text:int=12, # Text blocks prompted (1 to the number of blocks)
-                 depth_vision:int=12, # Image blocks prompted (0 to the number of blocks)
+                 depth_text:int|None=None, # Text blocks prompted (1 to the number of blocks); None: 12, at most all
+                 depth_vision:int|None=None, # Image blocks prompted (0 to the number of blocks); None: 12, at most all
                  ctx_init:str|None='a photo of a', # Prompt words; the text context starts from the first `n_ctx_text`
                  text_path:str='auto', # Text encoder path: 'auto', 'shared' or 'truncated' (all exact)
                 ):
         check_int(n_ctx_text, 'n_ctx_text'); check_int(n_ctx_vision, 'n_ctx_vision')
         super().__init__(clip_model, classnames, n_ctx_text, ctx_init, text_path)
-        _check_depth(depth_text, 'depth_text', text_tower(clip_model), 'text')
-        _check_depth(depth_vision, 'depth_vision', vision_tower(clip_model), 'image', lo=0)
+        depth_text = _depth(depth_text, 12, 'depth_text', dict(text=text_tower(clip_model)), self.notes)
+        depth_vision = _depth(depth_vision, 12, 'depth_vision', dict(image=vision_tower(clip_model)),
+                              self.notes, lo=0)
         (wt, wv), dev = self.widths, self.device
         self.text_prompts = nn.ParameterList([self.ctx0(n_ctx_text, wt)]
                                              + [_normal(n_ctx_text, wt, dev)
@@ -301,14 +315,14 @@ class MaPLeModel(DeepPromptModel):
     def __init__(self, clip_model, # open_clip ViT CLIP, e.g. from `load_clip`
                  classnames:list, # Class names; '_' becomes a space
                  n_ctx:int=2, # Prompt vectors per block (text and image)
-                 depth:int=9, # Blocks prompted in each tower (1 to the number of blocks)
+                 depth:int|None=None, # Blocks prompted in each tower (1 to the number of blocks); None: 9, at most all
                  ctx_init:str|None='a photo of a', # Prompt words; the text context starts from the first `n_ctx`
                  text_path:str='auto', # Text encoder path: 'auto', 'shared' or 'truncated' (all exact)
                 ):
         check_int(n_ctx, 'n_ctx')
         super().__init__(clip_model, classnames, n_ctx, ctx_init, text_path)
-        _check_depth(depth, 'depth', text_tower(clip_model), 'text')
-        _check_depth(depth, 'depth', vision_tower(clip_model), 'image')
+        depth = _depth(depth, 9, 'depth', dict(text=text_tower(clip_model),
+                                               image=vision_tower(clip_model)), self.notes)
         (wt, wv), dev = self.widths, self.device
         self.text_prompts = nn.ParameterList([self.ctx0(n_ctx, wt)] + [_normal(n_ctx, wt, dev)
                                                                        for _ in range(depth - 1)])
@@ -330,13 +344,18 @@ class PromptSRCModel(IVLPModel):
                  classnames:list, # Class names; '_' becomes a space
                  n_ctx_text:int=4, # Text prompt vectors per block
                  n_ctx_vision:int=4, # Image prompt tokens per block
-                 depth_text:int=9, # Text blocks prompted
-                 depth_vision:int=9, # Image blocks prompted
+                 depth_text:int|None=None, # Text blocks prompted; None: 9, at most all
+                 depth_vision:int|None=None, # Image blocks prompted; None: 9, at most all
                  ctx_init:str|None='a photo of a', # Prompt words; the text context starts from the first `n_ctx_text`
                  text_path:str='auto', # Text encoder path: 'auto', 'shared' or 'truncated' (all exact)
                 ):
+        notes = []
+        depth_text = _depth(depth_text, 9, 'depth_text', dict(text=text_tower(clip_model)), notes)
+        depth_vision = _depth(depth_vision, 9, 'depth_vision', dict(image=vision_tower(clip_model)),
+                              notes, lo=0)
         super().__init__(clip_model, classnames, n_ctx_text, n_ctx_vision, depth_text, depth_vision,
                          ctx_init, text_path)
+        self.notes = notes
         self.last, self._frozen = None, None
 
     def set_classnames(self, classnames):
@@ -464,8 +483,8 @@ def ivlp_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
                  pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
                  n_ctx_text:int=2, # Text prompt vectors per block
                  n_ctx_vision:int=2, # Image prompt tokens per block
-                 depth_text:int=12, # Text blocks prompted
-                 depth_vision:int=12, # Image blocks prompted (0: none)
+                 depth_text:int|None=None, # Text blocks prompted; None: 12, at most all
+                 depth_vision:int|None=None, # Image blocks prompted (0: none); None: 12, at most all
                  ctx_init:str|None='a photo of a', # Prompt words; the text context starts from the first `n_ctx_text`
                  text_path:str='auto', # Text encoder path (all exact)
                  **kwargs):
@@ -481,7 +500,7 @@ def maple_learner(dls, # DataLoaders of images and class labels; `dls.vocab` nam
                   arch='ViT-B-16', # CLIP architecture name (a ViT) or an open_clip model already loaded
                   pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
                   n_ctx:int=2, # Prompt vectors per block
-                  depth:int=9, # Blocks prompted in each tower
+                  depth:int|None=None, # Blocks prompted in each tower; None: 9, at most all
                   ctx_init:str|None='a photo of a', # Prompt words; the text context starts from the first `n_ctx`
                   text_path:str='auto', # Text encoder path (all exact)
                   **kwargs):
@@ -496,8 +515,8 @@ def promptsrc_learner(dls, # DataLoaders of images and class labels; `dls.vocab`
                       pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
                       n_ctx_text:int=4, # Text prompt vectors per block
                       n_ctx_vision:int=4, # Image prompt tokens per block
-                      depth_text:int=9, # Text blocks prompted
-                      depth_vision:int=9, # Image blocks prompted
+                      depth_text:int|None=None, # Text blocks prompted; None: 9, at most all
+                      depth_vision:int|None=None, # Image blocks prompted; None: 9, at most all
                       ctx_init:str|None='a photo of a', # Prompt words; the text context starts from the first `n_ctx_text`
                       text_weight:float=25., # Weight of the L1 distance to the frozen text features
                       image_weight:float=10., # Weight of the L1 distance to the frozen image features

@@ -146,7 +146,7 @@ def _coop_summary(learn) -> dict:
     return {**s, **dict(method=getattr(learn, 'method', None), arch=clip_id.get('arch'),
                         pretrained=clip_id.get('pretrained')),
             **m.config(), **dict(n_cls=m.n_cls, classnames=list(m.classnames)),
-            **_fewshot(learn.dls)}
+            **_fewshot(learn.dls), **({'notes': m.notes} if getattr(m, 'notes', None) else {})}
 
 # %% ../nbs/04_learner.ipynb #cbe38623
 class PromptCallback(Callback):
