@@ -5,7 +5,8 @@ failure with its seed and first error line. Not part of `make test` (it takes lo
     python tools/flakes.py --seeds 50 nbs/01_prompt.ipynb tests/test_export.py
     python tools/flakes.py --seeds 50 --all          # every notebook and test file
     python tools/flakes.py --suite 5                 # `make test` 5 times in a row in a fresh clone of this repository
-    python tools/flakes.py --variants                # `make test` as other CPUs run it: --variants default avx2 threads=1 threads=2 (all four when none is named)
+    python tools/flakes.py --variants                # `make test` as other CPUs run it: kernels default, avx2; threads 1, 2
+    python tools/flakes.py --variants avx2 threads=1 # only those
 """
 import argparse, os, subprocess, sys, tempfile, time, traceback
 from concurrent.futures import ProcessPoolExecutor
