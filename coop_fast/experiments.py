@@ -153,12 +153,13 @@ def _shown(v) -> str:
     if pd.isna(v): return 'none'
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
-def aggregate(recs:list, # Result records
+def aggregate(recs:list, # Result records (a DataFrame of them: its empty cells count as null)
               by:list=('dataset', 'label', 'shots'), # Columns to group the runs by
               metrics:list=('accuracy', 'macro_f1'), # Columns to average
               ci95:bool=False, # Student's t 95% confidence interval of the mean instead of the sample standard deviation
              ) -> tuple:
     "Table of runs, mean and spread of `metrics` per group `by` of runs with the same settings; and the runs pooled"
+    recs = recs.to_dict('records') if isinstance(recs, pd.DataFrame) else list(recs)
     df = pd.DataFrame(recs)
     unset = _unset(recs, df.columns)
     if 'time' in df:
