@@ -66,6 +66,14 @@ def _rec(folder, name, seed, acc, **kw):
                                 prompt=str(folder/f'{name}.safetensors')), **kw})
     (folder/f'{name}.json').write_text(json.dumps(r))
 
+BASE = ['--arch', 'coop-test-vit', '--pretrained', 'random', '--bs', '4', '--workers', '0', '--device', 'cpu', '--quiet']
+
+def _fit(imgs, out, method, *args):
+    "Train `method` on `imgs` for one epoch into prompt file `out`: its result record"
+    code, _, err = run('train', imgs, '--method', method, '--shots', 2, '--epochs', 1, '--out', out, *args, *BASE)
+    assert code == 0, err
+    return json.loads(out.with_suffix('.json').read_text())
+
 def test_results_pool_only_identical_settings(tmp_path):
     "Three copies of one seed-1 run and two runs with other settings: not '5 runs, mean ± std', but three rows of one run, said so"
     for i in range(3): _rec(tmp_path, f'copy{i}', 1, 0.30)
@@ -104,8 +112,8 @@ def test_results_unset_setting_is_its_own_value(tmp_path):
     "CoOp runs without a feature cache (recorded null) and with --feature_cache 0, seeds overlapping: two rows, neither's seed called a repeat of the other's"
     imgs, runs = fake_images(tmp_path/'imgs', n=6), tmp_path/'runs'
     for seed in (1, 2):
-        assert _train(imgs, runs/f'aug{seed}.safetensors', 'coop', '--n_ctx', 2, '--seed', seed)['feature_cache'] is None
-        assert _train(imgs, runs/f'cached{seed}.safetensors', 'coop', '--n_ctx', 2, '--seed', seed, '--feature_cache', 0)['feature_cache'] == 0
+        assert _fit(imgs, runs/f'aug{seed}.safetensors', 'coop', '--n_ctx', 2, '--seed', seed)['feature_cache'] is None
+        assert _fit(imgs, runs/f'cached{seed}.safetensors', 'coop', '--n_ctx', 2, '--seed', seed, '--feature_cache', 0)['feature_cache'] == 0
     code, out, err = run('results', runs, '--json')
     rows = json.loads(out)
     assert code == 0 and [(r['feature_cache'], r['runs']) for r in rows] == [(0.0, 2), (None, 2)], (rows, err)
@@ -114,7 +122,7 @@ def test_results_unset_setting_is_its_own_value(tmp_path):
 def test_training_free_and_zero_shot_records(tmp_path):
     "A training-free method records 0 epochs in its train and eval records alike (they pool: 2 seeds, an eval of one prompt counted once); zero-shot CLIP records 0 shots"
     imgs, runs = fake_images(tmp_path/'imgs', n=6), tmp_path/'runs'
-    recs = [_train(imgs, runs/f'tip{s}.safetensors', 'tip-adapter', '--seed', s) for s in (1, 2)]
+    recs = [_fit(imgs, runs/f'tip{s}.safetensors', 'tip-adapter', '--seed', s) for s in (1, 2)]
     code, _, err = run('eval', runs/'tip1.safetensors', imgs, '--out', runs/'tip1.eval.json', '--workers', 0, '--device', 'cpu')
     assert code == 0, err
     ev = json.loads((runs/'tip1.eval.json').read_text())
@@ -124,7 +132,7 @@ def test_training_free_and_zero_shot_records(tmp_path):
     rows = json.loads(out)
     assert code == 0 and [(r['label'], r['shots'], r['runs']) for r in rows] == [('Tip-Adapter', 2, 2)], (rows, err)
     assert 'differ in' not in err, err
-    zs = _train(imgs, runs/'zs.safetensors', 'zeroshot')
+    zs = _fit(imgs, runs/'zs.safetensors', 'zeroshot')
     assert (zs['shots'], zs['epochs']) == (0, 0), zs
     from safetensors import safe_open  # the metadata alone: today's read_prompt refuses a file without tensors
     with safe_open(runs/'zs.safetensors', 'pt') as f: assert json.loads(f.metadata()['coop_fast'])['summary']['shots'] == 0
@@ -140,20 +148,12 @@ def test_train_reports_a_class_absent_from_the_test_set(tmp_path):
     assert rec['split'] == 'test' and rec['n'] == 6 and rec['absent'] == ['bird'], rec
     assert set(rec['per_class']) == {'cat', 'dog'}, rec['per_class']
 
-BASE = ['--arch', 'coop-test-vit', '--pretrained', 'random', '--bs', '4', '--workers', '0', '--device', 'cpu', '--quiet']
-
-def _train(imgs, out, method, *args):
-    "Train `method` on `imgs` for one epoch into prompt file `out`: its result record"
-    code, _, err = run('train', imgs, '--method', method, '--shots', 2, '--epochs', 1, '--out', out, *args, *BASE)
-    assert code == 0, err
-    return json.loads(out.with_suffix('.json').read_text())
-
 def test_hp_sweep_gives_a_row_per_value(tmp_path):
     "The hand check of issue 24: records of a --hp sweep (KgCoOp lam=0.5 and 8, Tip-Adapter-F views=0 and 1, two seeds each) give one row per value, not one mean ± std"
     imgs, runs = fake_images(tmp_path/'imgs', n=6), tmp_path/'runs'
     for method, hp in [('kgcoop', 'lam=0.5'), ('kgcoop', 'lam=8'), ('tip-adapter-f', 'views=0'), ('tip-adapter-f', 'views=1')]:
         for seed in (1, 2):
-            rec = _train(imgs, runs/f'{method}_{hp}_{seed}.safetensors', method, '--hp', hp, '--seed', seed)
+            rec = _fit(imgs, runs/f'{method}_{hp}_{seed}.safetensors', method, '--hp', hp, '--seed', seed)
             k, v = hp.split('=')
             assert rec[k] == float(v), rec  # recorded by name
             assert read_prompt(runs/f'{method}_{hp}_{seed}.safetensors')[1]['summary']['hp'][k] == float(v)
