@@ -118,6 +118,13 @@ def test_results_unset_setting_is_its_own_value(tmp_path):
     rows = json.loads(out)
     assert code == 0 and [(r['feature_cache'], r['runs']) for r in rows] == [(0.0, 2), (None, 2)], (rows, err)
     assert 'differ in feature_cache' in err and 'repeat the seed' not in err, err
+    for name in ('aug1', 'aug2', 'cached1', 'cached2'):  # their eval records (on all images) carry the run's setting too
+        code, _, err = run('eval', runs/f'{name}.safetensors', imgs, '--split', 'all', '--out', tmp_path/'evals'/f'{name}.json',
+                           '--workers', 0, '--device', 'cpu')
+        assert code == 0, err
+    code, out, err = run('results', tmp_path/'evals', '--json')
+    rows = json.loads(out)
+    assert code == 0 and [(r['feature_cache'], r['runs']) for r in rows] == [(0.0, 2), (None, 2)], (rows, err)
 
 def test_training_free_and_zero_shot_records(tmp_path):
     "A training-free method records 0 epochs in its train and eval records alike (they pool: 2 seeds, an eval of one prompt counted once); zero-shot CLIP records 0 shots"
