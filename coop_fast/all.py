@@ -28,3 +28,6 @@ from .deep import *
 from .deploy import *
 from .experiments import *
 from .sweep import *
+
+# %% ../nbs/97_all.ipynb #7e1d2c06
+__all__ = [n for n in dict(globals()) if not n.startswith('_')]  # every name the star imports above brought: `from coop_fast.all import *` gives them all

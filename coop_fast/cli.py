@@ -226,6 +226,20 @@ def feature_store_opt(folder:str|None, # `--feature_store`: the store's folder, 
     from coop_fast.store import FeatureStore
     return FeatureStore(folder)
 
+# %% ../nbs/09_cli.ipynb #7e1d2c08
+def _hp_settings(m, # The `Method`
+                 opts:dict, # Its learner's keyword arguments as given (`method_kwargs`)
+                 cfg:dict, # Its model's `config()`
+                ) -> dict:
+    "The hyper-parameters of `m` that `cfg` does not hold, as given or by default, for records"
+    return {k: opts.get(k, v) for k, v in m.hparams.items() if k not in cfg}
+
+def _hp_label(label:str, m, hp:dict) -> str:
+    "`label` with the settings of `hp` that differ from the defaults of `m`, e.g. 'KgCoOp (M=4, end), lam=0.5'"
+    from coop_fast.experiments import outcomes
+    return label + ''.join(f', {k}={v}' for k, v in hp.items()
+                           if v != m.hparams[k] and k not in outcomes)
+
 # %% ../nbs/09_cli.ipynb #7f30db9c
 def _hp_value(k, v, default):
     "Hyper-parameter `k`'s value `v` (a string) as the type of its `default`"
@@ -414,17 +428,19 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     probs, targs = scores(learn.model, test_dl, precision, classes=list(dls.vocab), store=store)
     res, st = eval_stats(probs, targs, names)
     cfg = learn.model.config()
-    label = label or m.describe(cfg)
-    s = learn.coop_summary
+    hp = _hp_settings(m, opts, cfg)
+    label = label or _hp_label(m.describe(cfg), m, hp)
+    s, n_shots = learn.coop_summary, 0 if m.kind == 'none' else shots  # zero-shot CLIP uses no shots
     summary = {**s,
-               **dict(label=label, dataset=dataset, lr=lr, bs=bs, precision=precision, split=split,
+               **dict(label=label, dataset=dataset, shots=n_shots, lr=lr, bs=bs,
+                      precision=precision, feature_cache=feature_cache, hp=hp, split=split,
                       test_accuracy=res['accuracy'], test_macro_f1=res['macro_f1'],
                       n_test=res['n'])}
     save_prompt(learn.model, out, summary, m.name)
     rec = result_record(command='train', method=m.name, label=label, dataset=dataset, data=data,
-                        subsample=subsample, test_pct=test_pct, trained_on=dataset, shots=shots,
-                        seed=seed, arch=s.get('arch'), pretrained=weights, **cfg,
-                        epochs=epochs if m.fit else 0, lr=lr, bs=bs, precision=precision,
+                        subsample=subsample, test_pct=test_pct, trained_on=dataset,
+                        shots=n_shots, seed=seed, arch=s.get('arch'), pretrained=weights, **cfg,
+                        **hp, epochs=s.get('epochs', 0), lr=lr, bs=bs, precision=precision,
                         feature_cache=feature_cache, split=split, **res,
                         valid_accuracy=s.get('accuracy'), per_class=per_class(st),
                         prompt=str(out.resolve()), n_train=s.get('n_train'),
@@ -435,7 +451,8 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
         save_fig(plot_class_accuracy(probs, targs, names), out.with_suffix('.class_accuracy.png'))
     if json: print(_dumps(rec, indent=1))
     else:
-        print(f"{label} on {dataset}, {shots} shot{'s' * (shots != 1)}, seed {seed}: {split} "
+        n = f"{shots} shot{'s' * (shots != 1)}" if n_shots else 'zero-shot'
+        print(f"{label} on {dataset}, {n}, seed {seed}: {split} "
               f"accuracy {_pct(res['accuracy'])}, macro-F1 "
                 f"{res['macro_f1']:.3f} ({res['n']} images). Prompt: {out}")
     return rec
@@ -530,15 +547,18 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
     res, st = eval_stats(probs, targs, names)
     s = info['summary']
     from coop_fast.methods import get_method
-    label = s.get('label') or get_method(info['method']).describe(info['config'])
+    m = get_method(info['method'])
+    label = s.get('label') or m.describe(info['config'])
     data = src if kind == 'dataset' else str(src.resolve())
     rec = result_record(command='eval', method=info['method'], label=label, dataset=dataset,
                         data=data, subsample=subsample,
                         test_pct=test_pct if kind == 'folder' and split != 'all'
                                  and 'all' in folder_splits(src) else None,
-                        trained_on=s.get('dataset'), shots=s.get('shots'), seed=s.get('seed'),
-                        arch=info['arch'], pretrained=info['pretrained'], **info['config'],
-                        epochs=s.get('epochs'), lr=s.get('lr'), bs=s.get('bs'), split=split, **res,
+                        trained_on=s.get('dataset'), shots=0 if m.kind == 'none' else s.get('shots'),
+                        seed=s.get('seed'), arch=info['arch'], pretrained=info['pretrained'],
+                        **info['config'], **s.get('hp', {}), epochs=s.get('epochs'), lr=s.get('lr'),
+                        bs=s.get('bs'), precision=precision,
+                        **{k: s[k] for k in ('feature_cache',) if k in s}, split=split, **res,
                         per_class=per_class(st), prompt=str(prompt.resolve()), classnames=names)
     if out is not None: write_text(out, _dumps(rec, indent=1, allow_nan=False))
     if plot:
@@ -601,7 +621,7 @@ def cli_predict(prompt:str, # Prompt file
 def cli_results(paths:Param("Result JSON files written by coop-fast train or eval --out, or "
                             "folders of them", nargs='+'),
                 by:str='dataset,label,shots', # Columns to group the runs by, comma-separated
-                ci95:bool=False, # Report the 95% confidence interval instead of the standard deviation
+                ci95:bool=False, # Report Student's t 95% confidence interval of the mean (t · sample std / √runs) instead of the sample standard deviation
                 csv:str=None, # Also write the table to this CSV file
                 plot:str=None, # Also plot accuracy against shots (a line per method, a panel per dataset) to this PNG file
                 json:bool=False, # Print the table as JSON instead of markdown

@@ -111,7 +111,7 @@ def read_results(paths:list, # Result JSON files, or folders of them (searched r
 # %% ../nbs/17_experiments.ipynb #dfeabb98
 outcomes = ('kind', 'version', 'time', 'command', 'seed', 'accuracy', 'macro_f1', 'n', 'per_class',
             'absent', 'prompt', 'valid_accuracy', 'n_train', 'seconds', 'gpu', 'device',
-            'host', 'workers', 'threads', 'log')  # record fields, not settings
+            'host', 'workers', 'threads', 'chunk_mb', 'log')  # record fields, not settings
 
 def _hashable(v):
     "Record value `v` in a form that groups: lists and dicts as JSON, None and NaN as None"
@@ -119,66 +119,95 @@ def _hashable(v):
     if v is None or (isinstance(v, float) and math.isnan(v)): return None
     return v
 
-def _varying(df, by) -> list:
-    "The settings that take two or more values within a group `by` of records `df`"
+def _unset(recs, columns) -> pd.DataFrame:
+    "Which fields of `recs` are recorded as null (True), rather than set or absent (False)"
+    return pd.DataFrame([{k: _hashable(v) is None for k, v in r.items()} for r in recs],
+                        columns=columns).fillna(False).astype(bool)
+
+def _varying(df, by, unset=None) -> list:
+    "The settings that take two or more values within a group `by` of records `df`, a null (`unset`) counting as a value"
     settings = [c for c in df.columns if c not in outcomes and c not in by]
-    g = df.groupby(by, dropna=False, sort=False)
+    vals = df[settings].astype(object)
+    if unset is not None: vals = vals.mask(unset.loc[df.index, settings], '\0null')
+    g = vals.assign(**{c: df[c] for c in by}).groupby(by, dropna=False, sort=False)
     return [c for c in settings if (g[c].nunique(dropna=True) > 1).any()]
 
-def _dedupe(df, key, what) -> pd.DataFrame:
-    "`df` without the earlier of records that agree on `key`, with a warning counting them"
-    dup = df.duplicated(key, keep='last') & df[key].notna().all(axis=1)
+def _dedupe(df, key, what, need) -> pd.DataFrame:
+    "`df` without the earlier of records that agree on `key` and have every column `need`, with a warning counting them"
+    dup = df.duplicated(key, keep='last') & df[need].notna().all(axis=1)
     if dup.any(): warnings.warn(f"{int(dup.sum())} record(s) {what}; counted once (the latest).")
     return df[~dup]
 
 # %% ../nbs/17_experiments.ipynb #fc2dcb56
-def aggregate(recs:list, # Result records
+def _std(x) -> float:
+    "Sample standard deviation of `x`; NaN for one value"
+    return float(np.std(x, ddof=1)) if len(x) > 1 else math.nan
+
+def _ci95(x) -> float:
+    "Half-width of Student's t 95% confidence interval of the mean of `x`; NaN for one value"
+    from scipy.stats import t
+    return float(t.ppf(0.975, len(x) - 1) * _std(x) / math.sqrt(len(x))) if len(x) > 1 else math.nan
+
+def _shown(v) -> str:
+    "Setting `v` as a variant's name shows it: null as 'none', a whole float (an integer column with nulls) as an integer"
+    if pd.isna(v): return 'none'
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+def aggregate(recs:list, # Result records (a DataFrame of them: its empty cells count as null)
               by:list=('dataset', 'label', 'shots'), # Columns to group the runs by
               metrics:list=('accuracy', 'macro_f1'), # Columns to average
-              ci95:bool=False, # 95% confidence interval (1.96 std / sqrt(runs)) instead of the standard deviation
+              ci95:bool=False, # Student's t 95% confidence interval of the mean instead of the sample standard deviation
              ) -> tuple:
     "Table of runs, mean and spread of `metrics` per group `by` of runs with the same settings; and the runs pooled"
+    recs = recs.to_dict('records') if isinstance(recs, pd.DataFrame) else list(recs)
     df = pd.DataFrame(recs)
-    if 'time' in df: df = df.sort_values('time', kind='stable')
+    unset = _unset(recs, df.columns)
+    if 'time' in df:
+        order = df.sort_values('time', kind='stable').index
+        df, unset = df.loc[order].reset_index(drop=True), unset.loc[order].reset_index(drop=True)
     by = list(by)
     if missing := [c for c in by if c not in df]:
         raise ValueError(f"The records have no column {', '.join(missing)}; group by some of "
                          f"{', '.join(df.columns)}.")
-    df = df.map(_hashable).reset_index(drop=True)
+    df = df.map(_hashable)
     key = [c for c in ('prompt', 'dataset', 'split', 'subsample') if c in df]
-    if 'prompt' in df: df = _dedupe(df, key, 'measure a prompt already measured on the same data')
-    extra = _varying(df, by)
+    if 'prompt' in df: df = _dedupe(df, key, 'measure a prompt already measured on the same data', key)
+    extra = _varying(df, by, unset)
     if extra:
         warnings.warn(f"Runs with the same {', '.join(by)} differ in {', '.join(extra)}: they get "
                       "separate rows (choose the grouping with --by / `by`).")
     rows = by + extra
     if 'seed' in df:
-        df = _dedupe(df, rows + ['seed'], 'repeat the seed of a run with the same settings')
+        df = _dedupe(df, rows + ['seed'], 'repeat the seed of a run with the same settings', ['seed'])
     metrics = [m for m in metrics if m in df]
-    spread = (lambda x: 1.96 * np.std(x) / np.sqrt(len(x))) if ci95 else np.std
     g = df.groupby(rows, dropna=False, sort=True)
     res = g.size().rename('runs').to_frame()
     for m in metrics:
-        res[f'{m}_mean'], res[f'{m}_{"ci95" if ci95 else "std"}'] = g[m].mean(), g[m].agg(spread)
+        res[f'{m}_mean'] = g[m].mean()
+        res[f'{m}_{"ci95" if ci95 else "std"}'] = g[m].agg(_ci95 if ci95 else _std)
     variant = (df[['label']].astype(str).agg(''.join, axis=1) if 'label' in df
                else pd.Series('', index=df.index))
-    for c in extra: variant = variant + f', {c}=' + df[c].astype(str)
+    for c in extra: variant = variant + f', {c}=' + df[c].map(_shown)
     return res.reset_index(), df.assign(variant=variant)
 
 # %% ../nbs/17_experiments.ipynb #da8bdb80
+def _spread(mean, s) -> str:
+    "'mean ± s' in percent; the mean alone where there is no spread (one run)"
+    return f"{100 * mean:.1f}" + ('' if pd.isna(s) else f" ± {100 * s:.1f}")
+
 def markdown_table(df, # A table from `aggregate`
                    by:list|None=None, # Its group columns; default those before `runs`
                    metrics:list|None=None, # Its metrics; default every `*_mean` column's
                    ci95:bool=False, # Its spread is the 95% interval
                   ) -> str:
-    "`aggregate`'s table in markdown, metrics in percent as 'mean ± spread'"
+    "`aggregate`'s table in markdown, metrics in percent as 'mean ± spread' (a row of one run: the mean alone)"
     s, cols = 'ci95' if ci95 else 'std', list(df.columns)
     by = cols[:cols.index('runs')] if by is None else list(by)
     metrics = ([c[:-len('_mean')] for c in cols if c.endswith('_mean')] if metrics is None
                else list(metrics))
     head = [*by, 'runs', *(f'{m} (%)' for m in metrics)]
     rows = [[str(r[c]) for c in by] + [str(r['runs'])]
-            + [f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_{s}']:.1f}" for m in metrics]
+            + [_spread(r[f'{m}_mean'], r[f'{m}_{s}']) for m in metrics]
             for _, r in df.iterrows()]
     w = [max(len(x) for x in col) for col in zip(head, *rows)]
     line = lambda xs: '| ' + ' | '.join(x.ljust(n) for x, n in zip(xs, w)) + ' |'

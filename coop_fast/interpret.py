@@ -135,6 +135,23 @@ def _table(results) -> pd.DataFrame:
     raise TypeError("`results` must be a DataFrame, a list of dicts or a CSV file, got "
                     f"{type(results).__name__}.")
 
+_markers = 'osD^vPX*h<>'  # 11 markers against matplotlib's 10 colours: 110 distinct pairs
+
+def _styles(names) -> dict:
+    "One (colour, marker) per name of `names`, in their order: the same in every panel"
+    return {n: (f'C{i % 10}', _markers[i % len(_markers)]) for i, n in enumerate(names)}
+
+def _draw_shots(ax, g, x, y, hue, styles):
+    "A line per `hue` of the runs `g` on `ax` (a dashed one for a method at 0 shots only), styled by `styles`"
+    for m, h in g.groupby(hue, sort=False):
+        a = h.groupby(x)[y].agg(['mean', 'std']).fillna(0)
+        c, mk = styles[m]
+        if (a.index > 0).any():
+            a = a[a.index > 0]
+            ax.plot(a.index, a['mean'], '-', marker=mk, color=c, label=m)
+            ax.fill_between(a.index, a['mean'] - a['std'], a['mean'] + a['std'], color=c, alpha=0.2)
+        else: ax.axhline(a['mean'].iloc[0], color=c, ls='--', label=m)
+
 def plot_shots(results, # Runs: DataFrame, list of dicts, or CSV file
                y:str='accuracy', # Column to plot
                x:str='shots', # Column of shots per class
@@ -143,35 +160,29 @@ def plot_shots(results, # Runs: DataFrame, list of dicts, or CSV file
                ncols:int=4, # Panels per row
                fname=None, # Save the figure as this PNG
               ):
-    "Mean ± std of `y` against `x` (log scale), a line per `hue`, a panel per `col`"
+    "Mean ± std of `y` against `x` (log scale), a line per `hue` (one colour and marker each, in every panel), a panel per `col`, one legend beside them"
     df = _table(results)
     if missing := [c for c in (x, y) if c not in df]:
         raise ValueError(f"`results` has no column {', '.join(missing)}; it has "
                          f"{', '.join(map(str, df.columns))}.")
     if not len(df): raise ValueError("`results` is empty.")
     df = df.assign(**{hue: df[hue] if hue in df else y})
+    styles = _styles(df[hue].unique())
     groups = list(df.groupby(col, sort=False)) if col in df else [(None, df)]
     nc = min(ncols, len(groups)); nr = math.ceil(len(groups) / nc)
     fig, axs = plt.subplots(nr, nc, figsize=(4 * nc, 3.2 * nr), squeeze=False)
     for ax, (name, g) in zip(axs.flat, groups):
-        shots = sorted(s for s in g[x].unique() if s > 0)
-        for i, (m, h) in enumerate(g.groupby(hue, sort=False)):
-            a = h.groupby(x)[y].agg(['mean', 'std']).fillna(0)
-            c = f'C{i}'
-            if (a.index > 0).any():
-                a = a[a.index > 0]
-                ax.plot(a.index, a['mean'], 'o-', color=c, label=m)
-                ax.fill_between(a.index, a['mean'] - a['std'], a['mean'] + a['std'], color=c,
-                                alpha=0.2)
-            else: ax.axhline(a['mean'].iloc[0], color=c, ls='--', label=m)
-        if shots:
+        _draw_shots(ax, g, x, y, hue, styles)
+        if shots := sorted(s for s in g[x].unique() if s > 0):
             ax.set_xscale('log', base=2); ax.set_xticks(shots)
             ax.set_xticklabels([f'{s:g}' for s in shots])
         ax.set(xlabel='shots per class', ylabel=y, title=name if name is not None else '')
         ax.grid(alpha=0.3)
     for ax in list(axs.flat)[len(groups):]: ax.set_visible(False)
-    axs.flat[0].legend(fontsize='small')
+    handles = {l.get_label(): l for ax in axs.flat for l in ax.get_lines()}  # one per method, from any panel
     fig.tight_layout()
+    fig.legend(list(handles.values()), list(handles), loc='center left', bbox_to_anchor=(1, 0.5),
+               fontsize='small')  # outside the panels: it covers no point
     return save_fig(fig, fname)
 
 # %% ../nbs/07_interpret.ipynb #81ce8a43
