@@ -259,7 +259,7 @@ def image_features(model, # `CoOpModel` (or another model with `encode_image`)
     fs, ys = [], []
     with dl.dataset.set_split_idx(1) if eval_tfms else nullcontext(), autocast or nullcontext():
         for b in (progress_bar(dl, leave=False, parent=parent) if progress else dl):
-            fs.append(model.encode_image(b[0].to(dev)).cpu())
+            fs.append(model.encode_image(b[0].to(dev)).as_subclass(torch.Tensor).cpu())  # not fastai's `TensorImage`
             if len(b) > 1: ys.append(torch.as_tensor(b[1]).as_subclass(torch.Tensor).cpu())
     return torch.cat(fs), (torch.cat(ys) if ys else None)
 
