@@ -380,7 +380,7 @@ def frozen_text_features(self:PromptSRCModel,
     texts = [t.format(n) for t in promptsrc_templates for n in names]
     starts = range(0, len(texts), bs)
     if progress and len(starts) > 1:
-        starts = progress_bar(starts, leave=False, comment='frozen text features')
+        starts = progress_bar(starts, leave=False)
     f = torch.cat([encode_tokens(self.clip, tok(texts[i:i + bs]).to(dev)).float() for i in starts])
     self._frozen = F.normalize(f.view(len(promptsrc_templates), len(names), -1).mean(0), dim=-1)
     return self._frozen
