@@ -136,8 +136,8 @@ class FeatureHead(PromptModel):
         raise NotImplementedError
 
     def forward(self, x):
-        "Logits `(batch, n_cls)` for images `x`, or for raw image features `x` `(batch, embed_dim)`"
-        f = (x if x.dim() == 2 else self.encode_image(x)).float()
+        "Logits `(batch, n_cls)`, a plain tensor, for images `x` or raw image features `x` `(batch, embed_dim)`"
+        f = (x if x.dim() == 2 else self.encode_image(x)).float().as_subclass(torch.Tensor)  # not fastai's `TensorImage`
         with torch.autocast(f.device.type, enabled=False): return self.head(f)
 
 # %% ../nbs/13_adapters.ipynb #44a2268d
@@ -351,8 +351,8 @@ def _tip_learner(model_cls, method, dls, arch, pretrained, templates, views, cro
 
 @delegates(clip_learner, but=['make_model', 'method'])
 def tip_adapter_learner(dls, # DataLoaders: few-shot training and validation images; `dls.vocab` names the classes
-                        arch='ViT-B-16', # CLIP architecture name, or an open_clip model already loaded
-                        pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                        arch=None, # CLIP architecture name or open_clip model; default `dls.clip_arch` (`fewshot_dls(path, arch)`), else 'ViT-B-16'
+                        pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                         templates=None, # Zero-shot template(s); None: the official ones of the dataset (`adapter_templates`)
                         views:int=10, # Augmented views averaged into each key (official: 10); 0: the un-augmented view
                         crop_scale=(0.5, 1.), # Area range of the views' random crops (official: 0.5-1); None: the DataLoaders'
@@ -440,7 +440,7 @@ def fit_tip_adapter_f(self:Learner, n_epoch:int=20, # Epochs (official: 20; Euro
     if search: _search_tip(self, search_scale, search_step)
 
 @delegates(tip_adapter_learner)
-def tip_adapter_f_learner(dls, arch='ViT-B-16', pretrained:str|None='openai', templates=None,
+def tip_adapter_f_learner(dls, arch=None, pretrained:str|None='auto', templates=None,
                           views:int=10, crop_scale=(0.5, 1.),
                           scale:float|None=100., alpha_scale:float|None=None,
                           beta_scale:float|None=None, alpha_steps:int=20,
@@ -506,8 +506,8 @@ def fit_clip_adapter(self:Learner,
 
 @delegates(clip_learner, but=['make_model', 'method'])
 def clip_adapter_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
-                         arch='ViT-B-16', # CLIP architecture name, or an open_clip model already loaded
-                         pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                         arch=None, # CLIP architecture name or open_clip model; default `dls.clip_arch` (`fewshot_dls(path, arch)`), else 'ViT-B-16'
+                         pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                          templates=None, # Template(s); None: the dataset's one hand-crafted prompt (`adapter_templates`)
                          ratio:float=0.2, # Residual ratio (official: 0.2)
                          reduction:int=4, # Bottleneck reduction (official: 4)
@@ -592,8 +592,8 @@ def search_gda(model:GDAModel, f, ys, alphas=gda_alphas) -> tuple:
 # %% ../nbs/13_adapters.ipynb #dac07b67
 @delegates(clip_learner, but=['make_model', 'method', 'splitter'])
 def gda_learner(dls, # DataLoaders: few-shot training and validation images; `dls.vocab` names the classes
-                arch='ViT-B-16', # CLIP architecture name, or an open_clip model already loaded
-                pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                arch=None, # CLIP architecture name or open_clip model; default `dls.clip_arch` (`fewshot_dls(path, arch)`), else 'ViT-B-16'
+                pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                 templates=None, # Zero-shot template(s); None: the official ones of the dataset (`adapter_templates`)
                 views:int=10, # Augmented views of each training image (official: 10); 0: the un-augmented view
                 crop_scale=(0.5, 1.), # Area range of the views' random crops (official: 0.5-1); None: the DataLoaders'

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_clip.ipynb #9f9818bf
 from __future__ import annotations
-import os, json, difflib, logging
+import os, json, difflib, logging, warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch, open_clip
@@ -16,7 +16,7 @@ from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 # %% auto #0
 __all__ = ['test_archs', 'openai_names', 'clip_weights', 'default_tags', 'autocast_dtypes', 'register_weights',
            'register_weights_file', 'arch_names', 'resolve_arch', 'ClipPre', 'clip_pre', 'WeightsUnavailable',
-           'resolve_pretrained', 'load_clip', 'arch_pre']
+           'resolve_pretrained', 'load_clip', 'arch_pre', 'freeze_clip']
 
 # %% ../nbs/00_clip.ipynb #e657ce95
 _cfg_dir = Path(coop_fast.__file__).parent/'model_configs'
@@ -190,3 +190,16 @@ def arch_pre(arch:str, # Architecture name, as for `load_clip`
     vis = (open_clip.get_model_config(name) or {}).get('vision_cfg', {})
     return _pre(merge_preprocess_dict({**cfg, 'size': vis.get('image_size', 224)}, over),
                 224, augment)
+
+# %% ../nbs/00_clip.ipynb #b83fb07d
+def freeze_clip(model, # The caller's open_clip model: it is changed in place
+               ):
+    "`model` itself in eval mode with no gradients, as fastai's learners freeze theirs; one warning when that changes it"
+    grads = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    what = [s for s, on in (('eval mode', any(m.training for m in model.modules())),
+                            (f'requires_grad=False on {grads:,} parameters', grads)) if on]
+    model.eval().requires_grad_(False)
+    if what:
+        warnings.warn(f"coop_fast froze the CLIP model it was given, in place ({' and '.join(what)}): "
+                      "pass copy.deepcopy(model) to keep yours as it was.", stacklevel=3)
+    return model

@@ -203,8 +203,8 @@ class CoCoOpModel(PromptModel):
 # %% ../nbs/11_cocoop.ipynb #0b49c011
 @delegates(clip_learner, but=['make_model', 'method'])
 def cocoop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
-                   arch='ViT-B-16', # CLIP architecture name (`'ViT-B-16'`, `'RN50'`, ...) or an open_clip model already loaded
-                   pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                   arch=None, # CLIP architecture name or open_clip model; default `dls.clip_arch` (`fewshot_dls(path, arch)`), else 'ViT-B-16'
+                   pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                    n_ctx:int|None=None, # Number of context vectors; default 4, or the token count of `ctx_init`
                    ctx_init:str|None='a photo of a', # Words to initialise the context from; '' or None: random vectors
                    class_token_position:str='end', # Only 'end', as in the paper's code

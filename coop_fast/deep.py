@@ -18,11 +18,12 @@ from .prompt import (PromptModel, FrozenCLIP, text_tower, bpe_tokenizer, check_n
 from .learner import clip_learner, PromptCallback
 from .methods import Method, register_method
 from .baselines import imagenet_templates, text_tokenizer
+from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
 __all__ = ['promptsrc_templates', 'vision_tower', 'n_layers', 'run_block', 'deep_image_features', 'DeepTokens',
-           'deep_text_features', 'DeepPromptModel', 'IVLPModel', 'MaPLeModel', 'PromptSRCModel', 'src_terms',
-           'SelfRegulariser', 'gpa_weights', 'GPA', 'ivlp_learner', 'maple_learner', 'promptsrc_learner',
+           'deep_text_features', 'DeepPromptModel', 'IVLPModel', 'MaPLeModel', 'PromptSRCModel', 'encode_tokens',
+           'src_terms', 'SelfRegulariser', 'gpa_weights', 'GPA', 'ivlp_learner', 'maple_learner', 'promptsrc_learner',
            'maple_epochs', 'promptsrc_epochs']
 
 # %% ../nbs/14_deep.ipynb #03f7f42c
@@ -287,7 +288,11 @@ class IVLPModel(DeepPromptModel):
                  ctx_init:str|None='a photo of a', # Prompt words; the text context starts from the first `n_ctx_text`
                  text_path:str='auto', # Text encoder path: 'auto', 'shared' or 'truncated' (all exact)
                 ):
-        check_int(n_ctx_text, 'n_ctx_text'); check_int(n_ctx_vision, 'n_ctx_vision')
+        check_int(n_ctx_text, 'n_ctx_text'); check_int(n_ctx_vision, 'n_ctx_vision', lo=0)
+        if n_ctx_vision == 0 and depth_vision != 0:
+            raise ValueError(f"n_ctx_vision=0 gives the image blocks no prompt tokens, but "
+                             f"depth_vision={depth_vision!r} prompts them: use n_ctx_vision >= 1, "
+                             "or depth_vision=0 too (language-only IVLP).")
         super().__init__(clip_model, classnames, n_ctx_text, ctx_init, text_path)
         depth_text = _depth(depth_text, 12, 'depth_text', dict(text=text_tower(clip_model)), self.notes)
         depth_vision = _depth(depth_vision, 12, 'depth_vision', dict(image=vision_tower(clip_model)),
@@ -370,16 +375,32 @@ class PromptSRCModel(IVLPModel):
         return cosine_logits(self.clip, fi, ft)
 
 # %% ../nbs/14_deep.ipynb #23faafa1
+def encode_tokens(clip, # open_clip CLIP (its text tower as `text_tower` checks it)
+                  tokens, # Token ids `(n, context_length)`, as its tokenizer gives them
+                 ):
+    ("CLIP's `encode_text(tokens)` on the positions up to the last end-of-text token only: exact, "
+     "since the causal mask keeps the padding after it from every end-of-text token")
+    t = text_tower(clip)
+    dt, eot = t.transformer.get_cast_dtype(), (tokens == bpe_tokenizer.eot_token_id).int().argmax(-1)
+    L = int(eot.max()) + 1
+    x = t.token_embedding(tokens[:, :L]).to(dt) + t.positional_embedding[:L].to(dt)
+    return _pool_project(t, t.transformer(x, attn_mask=t.attn_mask[:L, :L].to(dt)), eot)
+
 @patch
 @torch.no_grad()
-def frozen_text_features(self:PromptSRCModel, bs:int=1000):
+def frozen_text_features(self:PromptSRCModel,
+                         bs:int=256, # Prompts encoded at once
+                         progress:bool=False, # Show a progress bar when there is more than one batch
+                        ):
     "CLIP's own text features `(n_cls, dim)` of the classes, averaged over `promptsrc_templates`, then normalised"
     if self._frozen is not None: return self._frozen
     names, tok, dev = ([clean_classname(n) for n in self.classnames],
                        text_tokenizer(self.clip), self.device)
     texts = [t.format(n) for t in promptsrc_templates for n in names]
-    f = torch.cat([self.clip.encode_text(tok(texts[i:i + bs]).to(dev)).float()
-                   for i in range(0, len(texts), bs)])
+    starts = range(0, len(texts), bs)
+    if progress and len(starts) > 1:
+        starts = progress_bar(starts, leave=False)
+    f = torch.cat([encode_tokens(self.clip, tok(texts[i:i + bs]).to(dev)).float() for i in starts])
     self._frozen = F.normalize(f.view(len(promptsrc_templates), len(names), -1).mean(0), dim=-1)
     return self._frozen
 
@@ -413,10 +434,11 @@ class SelfRegulariser(Callback):
         self.image_weight = check_num(image_weight, 'image_weight', lo_ok=True)
 
     def before_fit(self):
-        "Check that the model keeps the features the terms need"
+        "Check that the model keeps the features the terms need; compute the frozen text features now, with a progress bar when the learner shows them"
         if not isinstance(m := unwrap(self.model), PromptSRCModel):
             raise TypeError("SelfRegulariser needs a PromptSRCModel (it keeps the features it "
                             f"regularises), got {type(m).__name__}.")
+        m.frozen_text_features(progress=hasattr(self.learn, 'progress'))
 
     def after_loss(self):
         "Add the terms to the training loss"
@@ -479,8 +501,8 @@ class GPA(Callback):
 # %% ../nbs/14_deep.ipynb #44e9fa98
 @delegates(clip_learner, but=['make_model', 'method'])
 def ivlp_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
-                 arch='ViT-B-16', # CLIP architecture name (a ViT) or an open_clip model already loaded
-                 pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                 arch=None, # CLIP architecture name (a ViT) or open_clip model; default `dls.clip_arch` (`fewshot_dls(path, arch)`), else 'ViT-B-16'
+                 pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                  n_ctx_text:int=2, # Text prompt vectors per block
                  n_ctx_vision:int=2, # Image prompt tokens per block
                  depth_text:int|None=None, # Text blocks prompted; None: 12, at most all
@@ -497,8 +519,8 @@ def ivlp_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
 # %% ../nbs/14_deep.ipynb #9ebdcce3
 @delegates(clip_learner, but=['make_model', 'method'])
 def maple_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
-                  arch='ViT-B-16', # CLIP architecture name (a ViT) or an open_clip model already loaded
-                  pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                  arch=None, # CLIP architecture name (a ViT) or open_clip model; default `dls.clip_arch` (`fewshot_dls(path, arch)`), else 'ViT-B-16'
+                  pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                   n_ctx:int=2, # Prompt vectors per block
                   depth:int|None=None, # Blocks prompted in each tower; None: 9, at most all
                   ctx_init:str|None='a photo of a', # Prompt words; the text context starts from the first `n_ctx`
@@ -511,8 +533,8 @@ def maple_learner(dls, # DataLoaders of images and class labels; `dls.vocab` nam
 # %% ../nbs/14_deep.ipynb #589c430c
 @delegates(clip_learner, but=['make_model', 'method'])
 def promptsrc_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
-                      arch='ViT-B-16', # CLIP architecture name (a ViT) or an open_clip model already loaded
-                      pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                      arch=None, # CLIP architecture name (a ViT) or open_clip model; default `dls.clip_arch` (`fewshot_dls(path, arch)`), else 'ViT-B-16'
+                      pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                       n_ctx_text:int=4, # Text prompt vectors per block
                       n_ctx_vision:int=4, # Image prompt tokens per block
                       depth_text:int|None=None, # Text blocks prompted; None: 9, at most all

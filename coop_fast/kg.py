@@ -299,8 +299,8 @@ def prograd_model(clip_model, # open_clip CLIP model
 
 @delegates(clip_learner, but=['make_model', 'method'])
 def kgcoop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
-                   arch='ViT-B-16', # CLIP architecture name, or an open_clip model already loaded
-                   pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                   arch=None, # CLIP architecture name or open_clip model; default `dls.clip_arch` (`fewshot_dls(path, arch)`), else 'ViT-B-16'
+                   pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                    n_ctx:int=4, # Number of context vectors (ignored with `ctx_init`)
                    ctx_init:str|None='a photo of a', # Words to initialise the context from (KgCoOp's); None: random
                    csc:bool=False, # Class-specific context
@@ -318,8 +318,8 @@ def kgcoop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` na
 
 @delegates(clip_learner, but=['make_model', 'method'])
 def prograd_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
-                    arch='ViT-B-16', # CLIP architecture name, or an open_clip model already loaded
-                    pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                    arch=None, # CLIP architecture name or open_clip model; default `dls.clip_arch` (`fewshot_dls(path, arch)`), else 'ViT-B-16'
+                    pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                     n_ctx:int=16, # Number of context vectors (ignored with words as `ctx_init`)
                     ctx_init:str|None='template', # 'template': the template's words after zeros (ProGrad's); words; None: random
                     csc:bool=False, # Class-specific context

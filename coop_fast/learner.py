@@ -30,7 +30,7 @@ from fastai.torch_core import rank_distrib
 import torch.distributed as dist
 from .base import unwrap, check_int, check_num, name_list, write_atomic
 from .base import precisions, half_weights
-from .clip import load_clip, clip_pre, autocast_dtypes
+from .clip import load_clip, clip_pre, autocast_dtypes, freeze_clip
 from .data import relabel
 from .prompt import CoOpModel, PromptModel
 from .methods import Method, register_method
@@ -104,7 +104,7 @@ def _clip_model(dls, arch, pretrained, clip_model, precision):
         raise ValueError(f"precision={precision!r} sets the weights of a CLIP that coop_learner "
                          "loads; for a model already loaded, load it with load_clip(arch, "
                          f"pretrained, precision={precision!r}).")
-    return clip_model.eval().requires_grad_(False)
+    return freeze_clip(clip_model)
 
 def _classnames(dls, classnames):
     "Class names for the prompts, in label order"
@@ -259,7 +259,7 @@ def image_features(model, # `CoOpModel` (or another model with `encode_image`)
     fs, ys = [], []
     with dl.dataset.set_split_idx(1) if eval_tfms else nullcontext(), autocast or nullcontext():
         for b in (progress_bar(dl, leave=False, parent=parent) if progress else dl):
-            fs.append(model.encode_image(b[0].to(dev)).cpu())
+            fs.append(model.encode_image(b[0].to(dev)).as_subclass(torch.Tensor).cpu())  # not fastai's `TensorImage`
             if len(b) > 1: ys.append(torch.as_tensor(b[1]).as_subclass(torch.Tensor).cpu())
     return torch.cat(fs), (torch.cat(ys) if ys else None)
 
@@ -458,7 +458,7 @@ def clip_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
                  pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                  precision:str='fp32', # 'fp32'; autocast 'fp16'/'bf16'; or half weights 'pure_fp16'/'pure_bf16'
                  classnames:list|None=None, # Names for the prompts, in `dls.vocab` order; default `dls.vocab`
-                 clip_model=None, # An open_clip model already loaded (instead of `arch`)
+                 clip_model=None, # An open_clip model already loaded (instead of `arch`); frozen in place (`freeze_clip`)
                  feature_cache:int|bool|None=None, # `n_views` of a `FeatureCache`, or False; None: `defaults.coop_feature_cache`
                  normalize:bool=True, # Add the CLIP's normalisation to the batch transforms when they have none
                  method:str|None=None, # Name of the method in `coop_fast.methods`, for summaries and prompt files

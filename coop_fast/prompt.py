@@ -10,7 +10,7 @@ import open_clip.transformer as oct
 from open_clip.tokenizer import SimpleTokenizer
 from fastcore.basics import patch
 from .base import name_list
-from .clip import clip_pre
+from .clip import clip_pre, freeze_clip
 
 # %% auto #0
 __all__ = ['bpe_tokenizer', 'positions', 'fast_blocks', 'fast_attention', 'text_tower', 'clean_classname', 'check_names',
@@ -279,9 +279,10 @@ def encode_prompts(clip, # open_clip CLIP model
 # %% ../nbs/01_prompt.ipynb #7d94331d
 class FrozenCLIP(nn.Module):
     "A frozen CLIP `clip_model` that stays in eval mode, with a checked image encoder that needs no autograd"
-    def __init__(self, clip_model):
+    def __init__(self, clip_model, # open_clip CLIP model: frozen in place (`freeze_clip`)
+                ):
         super().__init__()
-        self.clip = clip_model.eval().requires_grad_(False)
+        self.clip = freeze_clip(clip_model)
 
     def train(self, mode:bool=True):
         "Set training mode on everything but the CLIP model, which always stays in eval mode"
