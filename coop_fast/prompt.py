@@ -86,7 +86,6 @@ def _counts_differ(ctx_init) -> bool:
     try: return bool(init_tokens(ctx_init)[1])
     except ValueError: return True
 
-
 # %% ../nbs/01_prompt.ipynb #5572d33f
 def _order(n_ctx, n_name, n_rest, pos):
     "Positions of one prompt in its table [SOS, name (after any fixed words), '.', EOT | ctx]; `T` marks where the context starts"
