@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 from fastcore.meta import delegates
 from .base import check_num, check_choice
 from .prompt import PromptModel, PromptLearner, text_tower, block, cosine_logits, project_text, auto_path
-from .prompt import bpe_tokenizer, clean_classname
+from .prompt import init_tokens
 from .learner import clip_learner
 from .methods import Method, register_method, get_method
 
@@ -30,16 +30,14 @@ def image_dim(clip) -> int:
                         f"{type(clip.visual).__name__} has no `output_dim`.")
     return d
 
-def _n_ctx(n_ctx, ctx_init):
-    "The number of context vectors: `n_ctx`, which must agree with the token count of `ctx_init` when both are given"
+def _n_ctx(n_ctx, ctx_init, ctx_count='words'):
+    "The number of context vectors: `n_ctx`, which must agree with the count of `ctx_init` (`init_tokens`) when both are given"
     if not ctx_init: return 4 if n_ctx is None else n_ctx
-    if not isinstance(ctx_init, str):
-        raise TypeError(f"ctx_init must be a string of words, got {ctx_init!r}.")
-    k = len(bpe_tokenizer.encode(clean_classname(ctx_init)))
+    k = len(init_tokens(ctx_init, ctx_count)[0])
     if n_ctx is not None and n_ctx != k:
         raise ValueError(f"n_ctx={n_ctx!r} does not fit ctx_init {ctx_init!r}, which has {k} "
-                         f"token(s): give only one of them (ctx_init='' for {n_ctx!r} randomly "
-                         "initialised context vectors).")
+                         f"{ctx_count[:-1]}(s): give only one of them (ctx_init='' for {n_ctx!r} "
+                         "randomly initialised context vectors).")
     return k
 
 # %% ../nbs/11_cocoop.ipynb #697a9305
@@ -50,12 +48,14 @@ class CoCoOpPromptLearner(PromptLearner):
                  n_ctx:int|None=None, # Number of context vectors; default 4, or the token count of `ctx_init`
                  ctx_init:str|None='a photo of a', # Words to initialise the context from; '' or None: random vectors
                  class_token_position:str='end', # Only 'end', as in the paper's code
+                 ctx_count:str='words', # With `ctx_init`: a vector per 'words' (the paper's code's; tokens left over stay fixed) or per 'tokens'
                 ):
         if class_token_position != 'end':
             raise ValueError("CoCoOp puts the class name at the end of the prompt, as its paper's "
                              f"code does; class_token_position={class_token_position!r} is not "
                              "supported.")
-        super().__init__(clip, classnames, _n_ctx(n_ctx, ctx_init), ctx_init or None)
+        super().__init__(clip, classnames, _n_ctx(n_ctx, ctx_init, ctx_count), ctx_init or None,
+                         ctx_count=ctx_count)
         vis, w = image_dim(clip), self.ctx.shape[-1]
         if vis < 16:
             raise ValueError("CoCoOp's Meta-Net has dim // 16 hidden units; this CLIP's image "
@@ -169,6 +169,7 @@ def cocoop_logits(clip, # The frozen CLIP
 class CoCoOpModel(PromptModel):
     "Frozen CLIP `clip_model` with CoCoOp's learnable context and Meta-Net for `classnames`: a prompt per image and class"
     conditional = True  # the text features depend on the image: they cannot be cached
+    legacy = dict(ctx_count='tokens')  # before `ctx_count`, `ctx_init` was counted in tokens
     def __init__(self, clip_model, # open_clip CLIP model, e.g. from `load_clip`
                  classnames:list, # Class names; '_' becomes a space
                  n_ctx:int|None=None, # Number of context vectors; default 4, or the token count of `ctx_init`
@@ -176,10 +177,11 @@ class CoCoOpModel(PromptModel):
                  class_token_position:str='end', # Only 'end', as in the paper's code
                  text_path:str='auto', # 'auto', 'shared' or 'truncated' (both exact)
                  chunk_mb:float=1024., # Memory budget of one chunk of (image, class) prompts, MiB
+                 ctx_count:str='words', # With `ctx_init`: a vector per 'words' (the paper's code's; tokens left over stay fixed) or per 'tokens'
                 ):
         super().__init__(clip_model)
         self.prompt_learner = CoCoOpPromptLearner(clip_model, classnames, n_ctx, ctx_init,
-                                                  class_token_position)
+                                                  class_token_position, ctx_count)
         self.text_path = check_choice(text_path, 'text_path', ('auto', 'shared', 'truncated'))
         self.chunk_mb = check_num(chunk_mb, 'chunk_mb')
 
@@ -189,7 +191,7 @@ class CoCoOpModel(PromptModel):
     def config(self) -> dict:
         pl = self.prompt_learner
         return dict(n_ctx=pl.n_ctx, ctx_init=pl.ctx_init,
-                    class_token_position=pl.class_token_position)
+                    class_token_position=pl.class_token_position, **pl.init_config())
 
     def set_classnames(self, classnames):
         "Prompt new `classnames` with the learned context and Meta-Net"
@@ -210,11 +212,12 @@ def cocoop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` na
                    class_token_position:str='end', # Only 'end', as in the paper's code
                    text_path:str='auto', # Text path of `CoCoOpModel` (both exact)
                    chunk_mb:float=1024., # Memory budget of one chunk of (image, class) prompts, MiB
+                   ctx_count:str='words', # With `ctx_init`: a vector per 'words' (the paper's code's; tokens left over stay fixed) or per 'tokens'
                    **kwargs):
     "A `Learner` that trains CoCoOp's context and Meta-Net for the classes of `dls` on a frozen CLIP `arch`"
     make = partial(CoCoOpModel, n_ctx=n_ctx, ctx_init=ctx_init,
                    class_token_position=class_token_position, text_path=text_path,
-                   chunk_mb=chunk_mb)
+                   chunk_mb=chunk_mb, ctx_count=ctx_count)
     return clip_learner(dls, make, arch, pretrained, method='cocoop', **kwargs)
 
 # %% ../nbs/11_cocoop.ipynb #85b2542f
@@ -227,13 +230,13 @@ def cocoop_epochs(shots:int, # Training images per class
 def cocoop_label(config:dict) -> str:
     "The name of a CoCoOp variant, e.g. 'CoCoOp (M=4, init \"a photo of a\")'"
     parts = [f"M={config['n_ctx']}"] + ([f'init "{config["ctx_init"]}"'] if config.get('ctx_init')
-                                        else [])
+                                        else []) + (['per token'] if config.get('ctx_count') == 'tokens' else [])
     return f"CoCoOp ({', '.join(parts)})"
 
 register_method(Method('cocoop', 'CoCoOp', CoCoOpModel, cocoop_learner, kind='conditional',
                        fit='fit_coop', epochs=cocoop_epochs, lr=0.016, bs=8, label=cocoop_label,
                        hparams=dict(n_ctx=None, ctx_init='a photo of a', class_token_position='end',
-                                    chunk_mb=1024.),
+                                    chunk_mb=1024., ctx_count='words'),
                        paper='Zhou et al., Conditional Prompt Learning for Vision-Language Models, '
                              'CVPR 2022'))
 

@@ -4,6 +4,7 @@
 
 # %% ../nbs/12_kg.ipynb #15316da5
 from __future__ import annotations
+import warnings
 from functools import partial
 import torch, torch.nn as nn, torch.nn.functional as F, torch.distributed as dist
 from fastcore.basics import risinstance, first
@@ -13,7 +14,7 @@ from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.training import GradientAccumulation
 from .base import unwrap, check_num
-from .prompt import CoOpModel, cosine_logits, text_tower, bpe_tokenizer
+from .prompt import CoOpModel, cosine_logits, init_tokens
 from .baselines import zeroshot_features
 from .datasets import get_spec
 from .learner import clip_learner, coop_label
@@ -21,7 +22,7 @@ from .methods import Method, register_method, paper_epochs
 
 # %% auto #0
 __all__ = ['kgcoop_templates', 'prograd_templates', 'dls_dataset', 'hand_template', 'check_guided', 'TextGuide', 'kgcoop_score',
-           'TextCapture', 'KgCoOp', 'prograd_kl', 'prograd_project', 'ddp_mean', 'ProGrad', 'template_ctx',
+           'TextCapture', 'KgCoOp', 'prograd_kl', 'prograd_project', 'ddp_mean', 'ProGrad', 'template_words',
            'prograd_model', 'kgcoop_learner', 'prograd_learner', 'kgcoop_epochs', 'method_label']
 
 # %% ../nbs/12_kg.ipynb #0572d2e5
@@ -138,7 +139,7 @@ class TextCapture:
 # %% ../nbs/12_kg.ipynb #c47b7aed
 class KgCoOp(TextGuide):
     "KgCoOp: add `lam` · (1 − mean_c cos(w_c, w0_c)) to the loss; w: the prompts' text features, w0: the hand-crafted prompt's"
-    table = kgcoop_templates
+    table, name = kgcoop_templates, 'kgcoop'  # `name`: the Learner's attribute, `learn.kgcoop`
     def __init__(self, lam:float=8.0, # Weight of the term (the official scripts: 8.0)
                  template:str|None=None, # Hand-crafted template, or a dataset name; default the dataset's (`hand_template`)
                 ):
@@ -203,7 +204,7 @@ def _ddp(model): return model if isinstance(model, nn.parallel.DistributedDataPa
 # %% ../nbs/12_kg.ipynb #b9b861cf
 class ProGrad(TextGuide):
     "ProGrad: step along the loss's gradient with its component against the zero-shot teacher's distillation gradient removed"
-    table = prograd_templates
+    table, name = prograd_templates, 'prograd'  # `name`: the Learner's attribute, `learn.prograd`
     def __init__(self, lam:float=1.0, # Share of the conflicting component removed (the official configs: 1.0)
                  T:float=1.0, # Temperature of the distillation term
                  template:str|None=None, # The teacher's template, or a dataset name; default the dataset's (`hand_template`)
@@ -212,11 +213,17 @@ class ProGrad(TextGuide):
         self.lam, self.T = check_num(lam, 'lam', lo_ok=True), check_num(T, 'T')
 
     def before_fit(self):
-        "Check the model and the callbacks; start counting projected steps"
+        "Check the model and the callbacks; say so once if the context did not start from words; start counting projected steps"
         super().before_fit()
         if self.learn.cbs.filter(risinstance(GradientAccumulation)):
             raise ValueError("ProGrad projects the gradient of each batch; it cannot accumulate "
                              "gradients (GradientAccumulation).")
+        if (getattr(self.learn, 'method', None) != 'prograd' and not self.pm.prompt_learner.ctx_init
+            and not getattr(self, 'warned', False)):
+            self.warned = True
+            warnings.warn("ProGrad trains this learner's context from its random start; ProGrad's "
+                          "paper starts it from the words of its template: use prograd_learner "
+                          "(ctx_init='template'), or give coop_learner ctx_init words.")
         self.n_projected = 0
 
     def before_batch(self):
@@ -257,25 +264,15 @@ class ProGrad(TextGuide):
         self.teacher = self.kl = None
 
 # %% ../nbs/12_kg.ipynb #0d822378
-def template_ctx(clip, # open_clip CLIP model
-                 template:str, # A template ending in ' {}.'
-                 n_ctx:int, # Number of context vectors
-                ):
-    "ProGrad's initial context `(n_ctx, width)`: the token embeddings of `template`'s words before ' {}.', after zero vectors"
+def template_words(template:str, # A template ending in ' {}.'
+                  ) -> str:
+    "The words of ProGrad's `template` before ' {}.', which start its context"
     words = template.replace(' {}.', '').replace('_', ' ')
     if '{}' in words:
         raise ValueError("ProGrad's context starts from the words of a template that ends in "
                          f"' {{}}.'; {template!r} does not: give another template, or "
                          "ctx_init=None (random) or words.")
-    k = len(words.split(' '))  # words, as the official code counts them; the first k tokens are taken
-    if k > n_ctx:
-        raise ValueError(f"The template {template!r} has {k} words, more than the n_ctx={n_ctx} "
-                         "context vectors.")
-    ids = ([bpe_tokenizer.sot_token_id] + bpe_tokenizer.encode(words) + [bpe_tokenizer.eot_token_id]
-           + [0] * k)[1:1 + k]
-    emb = text_tower(clip).token_embedding
-    with torch.no_grad(): e = emb(torch.tensor(ids, device=emb.weight.device)).float()
-    return torch.cat([e.new_zeros(n_ctx - k, e.shape[1]), e])
+    return words
 
 # %% ../nbs/12_kg.ipynb #1caad64f
 def prograd_model(clip_model, # open_clip CLIP model
@@ -286,16 +283,19 @@ def prograd_model(clip_model, # open_clip CLIP model
                   csc:bool=False, # Class-specific context
                   class_token_position:str='end', # 'end', 'middle' or 'front'
                   text_path:str='auto', # Text encoder path of `CoOpModel`
+                  ctx_count:str='words', # Count the words as 'words' (the official code's; tokens left over stay fixed) or 'tokens'
                  ) -> CoOpModel:
-    "A `CoOpModel` whose context starts as ProGrad's (`ctx_init='template'`: `template_ctx`), or as CoOp's"
-    init = ctx_init == 'template'
-    m = CoOpModel(clip_model, classnames, n_ctx, None if init else ctx_init, csc,
-                  class_token_position, text_path)
-    if init:
-        pl = m.prompt_learner
-        with torch.no_grad():
-            pl.ctx.copy_(template_ctx(clip_model, template, pl.n_ctx).expand_as(pl.ctx))
-    return m
+    "A `CoOpModel` whose context starts as ProGrad's (`ctx_init='template'`: zeros, then the template's words), or as CoOp's"
+    if ctx_init != 'template':
+        return CoOpModel(clip_model, classnames, n_ctx, ctx_init, csc, class_token_position,
+                         text_path, ctx_count)
+    words = template_words(template)
+    k = len(init_tokens(words, ctx_count)[0])
+    if k > n_ctx:
+        raise ValueError(f"The template {template!r} has {k} {ctx_count}, more than the "
+                         f"n_ctx={n_ctx} context vectors.")
+    return CoOpModel(clip_model, classnames, n_ctx, words, csc, class_token_position, text_path,
+                     ctx_count, ctx_zeros=n_ctx - k)
 
 @delegates(clip_learner, but=['make_model', 'method'])
 def kgcoop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
@@ -309,10 +309,12 @@ def kgcoop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` na
                    template:str|None=None, # Hand-crafted template, or a dataset name; default the dataset's (`hand_template`)
                    text_path:str='auto', # Text encoder path of `CoOpModel`
                    cbs=None, # Extra callbacks
+                   ctx_count:str='words', # With `ctx_init`: a vector per 'words' (the official code's; tokens left over stay fixed) or per 'tokens'
                    **kwargs):
     "A `Learner` that trains CoOp's context for the classes of `dls` with KgCoOp's knowledge-guided term"
     make = partial(CoOpModel, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc,
-                   class_token_position=class_token_position, text_path=text_path)
+                   class_token_position=class_token_position, text_path=text_path,
+                   ctx_count=ctx_count)
     return clip_learner(dls, make, arch, pretrained, method='kgcoop',
                         cbs=L(cbs) + KgCoOp(lam, template), **kwargs)
 
@@ -329,11 +331,13 @@ def prograd_learner(dls, # DataLoaders of images and class labels; `dls.vocab` n
                     template:str|None=None, # The teacher's template, or a dataset name; default the dataset's (`hand_template`)
                     text_path:str='auto', # Text encoder path of `CoOpModel`
                     cbs=None, # Extra callbacks
+                    ctx_count:str='words', # Count `ctx_init`'s or the template's words as 'words' (the official code's; tokens left over stay fixed) or 'tokens'
                     **kwargs):
     "A `Learner` that trains CoOp's context for the classes of `dls` with ProGrad's projected gradient"
     cb = ProGrad(lam, T, hand_template(template, dls_dataset(dls), prograd_templates))
     make = partial(prograd_model, template=cb.template, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc,
-                   class_token_position=class_token_position, text_path=text_path)
+                   class_token_position=class_token_position, text_path=text_path,
+                   ctx_count=ctx_count)
     return clip_learner(dls, make, arch, pretrained, method='prograd', cbs=L(cbs) + cb, **kwargs)
 
 # %% ../nbs/12_kg.ipynb #90b83cbc
@@ -350,13 +354,15 @@ def method_label(title:str, config:dict) -> str:
 register_method(Method('kgcoop', 'KgCoOp', CoOpModel, kgcoop_learner,
                        epochs=kgcoop_epochs, lr=2e-3, bs=128,
                        hparams=dict(n_ctx=4, ctx_init='a photo of a', csc=False,
-                                    class_token_position='end', lam=8.0, template=None),
+                                    class_token_position='end', lam=8.0, template=None,
+                                    ctx_count='words'),
                        cbs=(KgCoOp,), label=partial(method_label, 'KgCoOp'),
                        paper='Yao et al., Visual-Language Prompt Tuning with Knowledge-guided '
                              'Context Optimization, CVPR 2023'))
 register_method(Method('prograd', 'ProGrad', CoOpModel, prograd_learner,
                        epochs=paper_epochs, lr=2e-3, bs=32,
                        hparams=dict(n_ctx=16, ctx_init='template', csc=False,
-                                    class_token_position='end', lam=1.0, T=1.0, template=None),
+                                    class_token_position='end', lam=1.0, T=1.0, template=None,
+                                    ctx_count='words'),
                        cbs=(ProGrad,), label=partial(method_label, 'ProGrad'),
                        paper='Zhu et al., Prompt-aligned Gradient for Prompt Tuning, ICCV 2023'))

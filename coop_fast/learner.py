@@ -494,10 +494,12 @@ def coop_learner(dls, # DataLoaders of images and class labels; `dls.vocab` name
                  csc:bool=False, # Class-specific context: one set of vectors per class
                  class_token_position:str='end', # Where the class tokens go: 'end', 'middle' or 'front'
                  text_path:str='auto', # Text encoder path of `CoOpModel` (all exact)
+                 ctx_count:str='words', # With `ctx_init`: a vector per 'words' (the official code's; tokens left over stay fixed) or per 'tokens'
                  **kwargs):
     "A `Learner` that trains CoOp's context for the classes of `dls` on a frozen CLIP `arch`"
     make = partial(CoOpModel, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc,
-                   class_token_position=class_token_position, text_path=text_path)
+                   class_token_position=class_token_position, text_path=text_path,
+                   ctx_count=ctx_count)
     return clip_learner(dls, make, arch, pretrained, method='coop', **kwargs)
 
 # %% ../nbs/04_learner.ipynb #5e093064
@@ -507,10 +509,12 @@ def coop_label(config:dict) -> str:
     parts = [f"M={config['n_ctx']}", {'middle': 'mid'}.get(pos, pos)]
     if config.get('csc'): parts.append('CSC')
     if config.get('ctx_init'): parts.append(f'init "{config["ctx_init"]}"')
+    if config.get('ctx_count') == 'tokens': parts.append('per token')
     return f"CoOp ({', '.join(parts)})"
 
 register_method(Method('coop', 'CoOp', CoOpModel, coop_learner, label=coop_label,
-                       hparams=dict(n_ctx=16, ctx_init=None, csc=False, class_token_position='end'),
+                       hparams=dict(n_ctx=16, ctx_init=None, csc=False, class_token_position='end',
+                                    ctx_count='words'),
                        paper='Zhou et al., Learning to Prompt for Vision-Language Models, '
                              'IJCV 2022'))
 

@@ -9,13 +9,13 @@ import warnings
 import open_clip.transformer as oct
 from open_clip.tokenizer import SimpleTokenizer
 from fastcore.basics import patch
-from .base import name_list
+from .base import name_list, check_choice
 from .clip import clip_pre, freeze_clip
 
 # %% auto #0
-__all__ = ['bpe_tokenizer', 'positions', 'fast_blocks', 'fast_attention', 'text_tower', 'clean_classname', 'check_names',
-           'PromptLearner', 'fast_path_reason', 'attend', 'block', 'project_text', 'auto_path', 'encode_prompts',
-           'FrozenCLIP', 'cosine_logits', 'PromptModel', 'CoOpModel', 'copy_ctx']
+__all__ = ['bpe_tokenizer', 'positions', 'ctx_counts', 'fast_blocks', 'fast_attention', 'text_tower', 'clean_classname',
+           'check_names', 'init_tokens', 'PromptLearner', 'fast_path_reason', 'attend', 'block', 'project_text',
+           'auto_path', 'encode_prompts', 'FrozenCLIP', 'cosine_logits', 'PromptModel', 'CoOpModel', 'copy_ctx']
 
 # %% ../nbs/01_prompt.ipynb #fc58967a
 bpe_tokenizer = SimpleTokenizer()
@@ -62,9 +62,33 @@ def check_names(classnames):
         raise ValueError(f"Duplicate class names (after '_' -> ' '): {', '.join(map(repr, dups))}.")
     return names
 
+# %% ../nbs/01_prompt.ipynb #50cedbf8
+ctx_counts = ('words', 'tokens')
+
+def init_tokens(ctx_init:str, # Words that start the context, e.g. 'a photo of a'
+                ctx_count:str='words', # 'words': a vector per space-separated word, as the official code; 'tokens': one per token
+               ) -> tuple:
+    "Token ids of `ctx_init` whose embeddings start the context, and the ids left over as fixed words before the class name"
+    check_choice(ctx_count, 'ctx_count', ctx_counts)
+    if not isinstance(ctx_init, str):
+        raise TypeError(f"ctx_init must be a string of words, got {ctx_init!r}.")
+    words = ' '.join(clean_classname(ctx_init).split())
+    ids = bpe_tokenizer.encode(words)
+    if not ids: raise ValueError(f"ctx_init {ctx_init!r} has no tokens.")
+    n = len(ids) if ctx_count == 'tokens' else len(words.split(' '))
+    if n > len(ids):
+        raise ValueError(f"ctx_init {ctx_init!r} has {n} words but {len(ids)} tokens: some of its "
+                         "words have no token; remove them, or use ctx_count='tokens'.")
+    return ids[:n], ids[n:]
+
+def _counts_differ(ctx_init) -> bool:
+    "Whether counting `ctx_init` in words leaves tokens over, so that `ctx_count` changes the model"
+    try: return bool(init_tokens(ctx_init)[1])
+    except ValueError: return True
+
 # %% ../nbs/01_prompt.ipynb #5572d33f
 def _order(n_ctx, n_name, n_rest, pos):
-    "Positions of one prompt in its table [SOS, name, '.', EOT | ctx]; `T` marks where the context starts"
+    "Positions of one prompt in its table [SOS, name (after any fixed words), '.', EOT | ctx]; `T` marks where the context starts"
     sos, name, rest = [0], list(range(1, 1 + n_name)), list(range(1 + n_name, 1 + n_name + n_rest))
     ctx, h = [('ctx', j) for j in range(n_ctx)], n_ctx // 2
     if pos == 'end': return sos + ctx + name + rest
@@ -80,6 +104,8 @@ class PromptLearner(nn.Module):
                  ctx_init:str|None=None, # Words to initialise the context from, e.g. 'a photo of a'
                  csc:bool=False, # Class-specific context: one set of vectors per class
                  class_token_position:str='end', # Where the class tokens go: 'end', 'middle' or 'front'
+                 ctx_count:str='words', # With `ctx_init`: a vector per 'words' (the official code's; tokens left over stay fixed) or per 'tokens'
+                 ctx_zeros:int=0, # With `ctx_init`: zero vectors before the words' (ProGrad's template context)
                 ):
         super().__init__()
         t = text_tower(clip)
@@ -88,13 +114,14 @@ class PromptLearner(nn.Module):
                              f"{class_token_position!r}.")
         names = check_names(classnames)
         if not isinstance(csc, bool): raise TypeError(f"csc must be True or False, got {csc!r}.")
-        emb = t.token_embedding.weight
+        emb, self.fixed = t.token_embedding.weight, []
+        check_choice(ctx_count, 'ctx_count', ctx_counts)
         if ctx_init:
-            if not isinstance(ctx_init, str):
-                raise TypeError(f"ctx_init must be a string of words, got {ctx_init!r}.")
-            ids = bpe_tokenizer.encode(clean_classname(ctx_init))
-            if not ids: raise ValueError(f"ctx_init {ctx_init!r} has no tokens.")
-            ctx = emb[ids].detach().float().clone()
+            ids, self.fixed = init_tokens(ctx_init, ctx_count)
+            if not isinstance(ctx_zeros, int) or isinstance(ctx_zeros, bool) or ctx_zeros < 0:
+                raise ValueError(f"ctx_zeros must be an integer >= 0, got {ctx_zeros!r}.")
+            e = emb[ids].detach().float()
+            ctx = torch.cat([e.new_zeros(ctx_zeros, e.shape[1]), e])
             if csc: ctx = ctx.repeat(len(names), 1, 1)
         else:
             if not isinstance(n_ctx, int) or n_ctx < 1:
@@ -104,6 +131,7 @@ class PromptLearner(nn.Module):
             nn.init.normal_(ctx, std=0.02)
         self.ctx = nn.Parameter(ctx)
         self.ctx_init, self.csc, self.class_token_position = ctx_init or None, csc, class_token_position
+        self.ctx_count, self.ctx_zeros = ctx_count, ctx_zeros if ctx_init else 0
         self.context_length = t.positional_embedding.shape[0]
         self.set_classnames(classnames)
 
@@ -111,6 +139,13 @@ class PromptLearner(nn.Module):
     def n_ctx(self): return self.ctx.shape[-2]
     @property
     def n_cls(self): return len(self.classnames)
+
+    def init_config(self) -> dict:
+        "The settings of how `ctx_init` started the context, where they change the model: `ctx_count`, `ctx_zeros`"
+        c = {}
+        if self.ctx_init and _counts_differ(self.ctx_init): c['ctx_count'] = self.ctx_count
+        if self.ctx_zeros: c['ctx_zeros'] = self.ctx_zeros
+        return c
 
     def set_classnames(self, classnames):
         "Prompt `classnames` with the current context (a unified context works with any names)"
@@ -120,9 +155,9 @@ class PromptLearner(nn.Module):
             raise ValueError("This class-specific context was learned for its own "
                              f"{self.ctx.shape[0]} classes and cannot prompt other class names; "
                              "only a unified context (csc=False) transfers to new classes.")
-        toks = [[bpe_tokenizer.sot_token_id] + bpe_tokenizer.encode(n + '.')
+        toks = [[bpe_tokenizer.sot_token_id] + self.fixed + bpe_tokenizer.encode(n + '.')
                 + [bpe_tokenizer.eot_token_id] for n in names]
-        n_names = [len(bpe_tokenizer.encode(n)) for n in names]
+        n_names = [len(self.fixed) + len(bpe_tokenizer.encode(n)) for n in names]
         if over := [(n, len(s) + self.n_ctx - self.context_length) for n, s in zip(names, toks)
                     if len(s) + self.n_ctx > self.context_length]:
             n, k = max(over, key=lambda o: o[1])
@@ -325,6 +360,7 @@ class PromptModel(FrozenCLIP):
     "Base of coop_fast's models: a frozen CLIP, learnable prompt parts, and logits for `classnames`"
     features_ok = True  # `forward` also takes frozen image features (the image tower is not prompted)
     conditional = False  # the text features depend on the image
+    legacy = {}  # settings that prompt files written before they were recorded were made with
     classnames = []
 
     @property
@@ -367,7 +403,7 @@ class PromptModel(FrozenCLIP):
                   ):
         "A model rebuilt from saved `config` and `tensors`, for `classnames`; the global random generators are left untouched"
         with torch.random.fork_rng(devices=[]):  # a random initialisation is overwritten
-            m = cls(clip_model, list(saved), **config)
+            m = cls(clip_model, list(saved), **{**cls.legacy, **config})
         m.load_state(tensors)
         if classnames is not None and list(classnames) != list(saved):
             m.set_classnames(list(classnames))
@@ -376,6 +412,7 @@ class PromptModel(FrozenCLIP):
 # %% ../nbs/01_prompt.ipynb #44cbec7d
 class CoOpModel(PromptModel):
     "Frozen CLIP `clip_model` with CoOp's learnable prompt context for `classnames`"
+    legacy = dict(ctx_count='tokens')  # before `ctx_count`, `ctx_init` was counted in tokens
     def __init__(self, clip_model, # open_clip CLIP model, e.g. from `load_clip`
                  classnames:list, # Class names; '_' becomes a space
                  n_ctx:int=16, # Number of context vectors (ignored with `ctx_init`)
@@ -383,10 +420,12 @@ class CoOpModel(PromptModel):
                  csc:bool=False, # Class-specific context
                  class_token_position:str='end', # 'end', 'middle' or 'front'
                  text_path:str='auto', # Text encoder path: 'auto', 'shared', 'truncated' or 'full' (all exact)
+                 ctx_count:str='words', # With `ctx_init`: a vector per 'words' (the official code's; tokens left over stay fixed) or per 'tokens'
+                 ctx_zeros:int=0, # With `ctx_init`: zero vectors before the words' (ProGrad's template context)
                 ):
         super().__init__(clip_model)
         self.prompt_learner = PromptLearner(clip_model, classnames, n_ctx, ctx_init, csc,
-                                            class_token_position)
+                                            class_token_position, ctx_count, ctx_zeros)
         self.text_path, self._cache = text_path, None
 
     @property
@@ -395,7 +434,7 @@ class CoOpModel(PromptModel):
     def config(self) -> dict:
         pl = self.prompt_learner
         return dict(n_ctx=pl.n_ctx, ctx_init=pl.ctx_init, csc=pl.csc,
-                    class_token_position=pl.class_token_position)
+                    class_token_position=pl.class_token_position, **pl.init_config())
 
     def set_classnames(self, classnames):
         "Prompt new `classnames` with the learned (unified) context"

@@ -40,14 +40,15 @@ class RefTextEncoder(nn.Module):
 class RefPromptLearner(nn.Module):
     "CoOp's `PromptLearner`: SOS + context + class tokens + '.' + EOT, padded to the context length"
     def __init__(self, clip_model, classnames, n_ctx=16, ctx_init=None, csc=False,
-                 class_token_position='end'):
+                 class_token_position='end', ctx_count='words'):
         super().__init__()
         t = _text(clip_model)
         n_cls, dtype = len(classnames), t.transformer.get_cast_dtype()
         ctx_dim = t.ln_final.weight.shape[0]
         if ctx_init:
             ctx_init = ctx_init.replace("_", " ")
-            n_ctx = len(_tokenizer.encode(ctx_init))
+            n_ctx = len(ctx_init.split(" ")) if ctx_count == 'words' else len(
+                _tokenizer.encode(ctx_init))
             prompt = tokenize(ctx_init)
             with torch.no_grad(): embedding = t.token_embedding(prompt).type(dtype)
             ctx_vectors = embedding[0, 1:1 + n_ctx, :]
@@ -164,8 +165,8 @@ from collections import OrderedDict
 
 class RefCoCoOpPromptLearner(RefPromptLearner):
     "CoCoOp's `PromptLearner`: CoOp's unified context at the end, plus the Meta-Net that shifts it per image"
-    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init=None):
-        super().__init__(clip_model, classnames, n_ctx, ctx_init)
+    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init=None, ctx_count='words'):
+        super().__init__(clip_model, classnames, n_ctx, ctx_init, ctx_count=ctx_count)
         vis_dim, ctx_dim = clip_model.visual.output_dim, self.ctx.shape[-1]
         self.meta_net = nn.Sequential(OrderedDict([
             ("linear1", nn.Linear(vis_dim, vis_dim // 16)),
@@ -185,9 +186,10 @@ class RefCoCoOpPromptLearner(RefPromptLearner):
 # %% ../nbs/01a_reference.ipynb #29d4cba7
 class RefCoCoOp(nn.Module):
     "CoCoOp's `CustomCLIP`: for each image, logits = exp(logit_scale) · cos(its feature, the text features of its prompts)"
-    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init=None):
+    def __init__(self, clip_model, classnames, n_ctx=16, ctx_init=None, ctx_count='words'):
         super().__init__()
-        self.prompt_learner = RefCoCoOpPromptLearner(clip_model, classnames, n_ctx, ctx_init)
+        self.prompt_learner = RefCoCoOpPromptLearner(clip_model, classnames, n_ctx, ctx_init,
+                                                     ctx_count)
         self.tokenized_prompts = self.prompt_learner.tokenized_prompts
         self.image_encoder = clip_model.visual
         self.text_encoder = RefTextEncoder(clip_model)
