@@ -271,6 +271,11 @@ def test_zeroshot_in_the_cli(tmp_path):
     head, model = load_head(tmp_path/'head.safetensors'), load_prompt(zs, device='cpu')
     f = torch.randn(4, head.embed_dim)
     with torch.no_grad(): assert (head(f) - model(f)).abs().max() <= 1e-4 * model(f).abs().max()
+    code, out, err = run_cli('export', zs, '--onnx', tmp_path/'zs.onnx')
+    assert code == 0, err
+    for shared in (zs, tmp_path/'head.safetensors', tmp_path/'zs.onnx'):  # made to be shared: no path of the user's data
+        assert str(tmp_path).encode() not in shared.read_bytes(), shared
+    assert read_prompt(zs)[1]['summary']['source'] == 'digits'
     for args, msg in [(('eval', zs), 'Give a prompt file and the data'),
                       (('eval', '--method', 'zeroshot', zs, task), '--method zeroshot needs no prompt file'),
                       (('eval', '--method', 'coop', task), 'only zeroshot is evaluated without a prompt file'),
