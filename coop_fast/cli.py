@@ -594,7 +594,8 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
     if json:
         print(_dumps(rec, indent=1))
         return rec
-    print(f"{prompt.name if prompt else 'CLIP ' + info['arch']} ({label}) on {dataset}, {split} split, {res['n']} images: accuracy "
+    what = prompt.name if prompt else f"CLIP {info['arch']}"
+    print(f"{what} ({label}) on {dataset}, {split} split, {res['n']} images: accuracy "
           f"{_pct(res['accuracy'])}, macro-F1 {res['macro_f1']:.3f}\n")
     print(st.to_string(index=False, float_format=lambda x: f'{x:.3f}'))
     if res['absent']:
