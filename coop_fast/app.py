@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_app.ipynb #cf639feb
 from __future__ import annotations
-import os, io, html, base64
+import os, io, html, time, base64, urllib.request
 from pathlib import Path
 import torch
 from .base import check_int
@@ -13,7 +13,7 @@ from .export import load_prompt, open_image, predict, prompt_meta
 from .methods import get_method
 
 # %% auto #0
-__all__ = ['prompt_card', 'classify', 'thumbnail', 'results_html', 'make_app', 'serve']
+__all__ = ['prompt_card', 'classify', 'thumbnail', 'results_html', 'make_app', 'wait_page', 'serve']
 
 # %% ../nbs/16_app.ipynb #4f755465
 def _pct(x) -> str: return f"{100 * x:.1f}%"
@@ -148,6 +148,21 @@ def make_app(prompt, # A prompt file, or a `PromptModel` (from `load_prompt`, wh
     return app
 
 # %% ../nbs/16_app.ipynb #96049751
+def wait_page(url:str, # The page's address
+              timeout:float=60., # Seconds to wait at most
+              every:float=0.1, # Seconds between two requests
+             ) -> str:
+    "`url` once the page there answers HTTP 200 (asked directly, never through a proxy), or an error after `timeout` s"
+    get, deadline = urllib.request.build_opener(urllib.request.ProxyHandler({})).open, time.monotonic() + timeout
+    while True:
+        try:
+            with get(url, timeout=5) as r:
+                if r.status == 200: return url
+        except OSError: pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"The page {url} did not answer within {timeout:g} s.")
+        time.sleep(every)
+
 def serve(prompt, # A prompt file, or a `PromptModel`
           port:int=7860, # Port to listen on
           host:str='127.0.0.1', # Address to listen on: '127.0.0.1' serves this machine only, '0.0.0.0' every network interface
@@ -157,13 +172,23 @@ def serve(prompt, # A prompt file, or a `PromptModel`
           name:str|None=None, # The prompt's name on the page; default the prompt file's
           block:bool=True, # Serve until interrupted; False: return the running app (close it with `app.close()`)
           max_file_size:str='20mb', # Largest upload accepted
+          ready=None, # Called with the page's URL once the page answers (`coop-fast serve` says it serves then)
          ):
-    "Serve the app of `prompt` on `http://host:port/`"
+    "Serve the app of `prompt` on `http://host:port/`: load the prompt, start the server, wait until the page answers, call `ready`"
     check_int(port, 'port')
     gr = _gradio()
     app = make_app(prompt, classnames, top, device, name)
     theme = gr.themes.Default(font=['ui-sans-serif', 'system-ui', 'sans-serif'],
                               font_mono=['ui-monospace', 'monospace'])  # no web fonts
-    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, inline=False,
-               footer_links=[], max_file_size=max_file_size, theme=theme, css=_css, quiet=not block)
+    try:
+        app.launch(server_name=host, server_port=port, prevent_thread_lock=True, inline=False,
+                   footer_links=[], max_file_size=max_file_size, theme=theme, css=_css,
+                   quiet=not block)
+    except OSError as e:
+        raise OSError(f"Cannot serve on {host}:{port}: {str(e).split('. ')[0]}. Give another "
+                      "port.") from None
+    try: wait_page(app.local_url)
+    except BaseException: app.close(); raise
+    if ready is not None: ready(app.local_url)
+    if block: app.block_thread()
     return app

@@ -490,13 +490,49 @@ def _by_name(items, names, rename, dataset, known):
     return [(p, to[rename.get(c, c)]) for p, c in items]
 
 def _plot_base(prompt, out, dataset, split) -> str:
-    "Path stem of `eval --plot`'s PNGs: OUT's, else the prompt's with the data and split; never the training run's"
-    return str(out.with_suffix('')) if out is not None else str(prompt.with_suffix('')) + f'.{dataset}.{split}'
+    "Path stem of `eval --plot`'s PNGs: OUT's, else the prompt's (or `zeroshot`) with the data and split; never the training run's"
+    if out is not None: return str(out.with_suffix(''))
+    return str((prompt or Path('zeroshot')).with_suffix('')) + f'.{dataset}.{split}'
+
+def _eval_what(prompt, source, method, arch, pretrained, hp) -> tuple:
+    "(prompt file or None, data, zero-shot CLIP's (arch, weights, settings) or None) of `coop-fast eval`'s arguments"
+    if method is None:
+        given = [f'--{k}' for k, v in dict(arch=arch, hp=hp).items() if v is not None]
+        if given or pretrained != 'auto':
+            raise ValueError(f"{(given or ['--pretrained'])[0]} is for --method zeroshot; a prompt "
+                             "file records its CLIP and its settings.")
+        if source is None:
+            raise ValueError("Give a prompt file and the data: coop-fast eval PROMPT DATA (or "
+                             "coop-fast eval --method zeroshot --arch ARCH DATA: zero-shot CLIP).")
+        return Path(prompt).expanduser(), source, None
+    from coop_fast.methods import get_method
+    m = get_method(method)
+    if m.name != 'zeroshot':
+        raise ValueError(f"--method {m.name}: only zeroshot is evaluated without a prompt file; "
+                         f"evaluate a {m.title} prompt file with coop-fast eval PROMPT DATA.")
+    if source is not None:
+        raise ValueError(f"--method zeroshot needs no prompt file, only the data: coop-fast eval "
+                         f"--method zeroshot --arch ARCH DATA (got {prompt} and {source}).")
+    from coop_fast.clip import resolve_pretrained
+    arch = arch or 'ViT-B-16'
+    return None, prompt, (arch, resolve_pretrained(arch, pretrained), method_kwargs(m, hp))
+
+def _zeroshot(zs, names, device, precision) -> tuple:
+    "Zero-shot CLIP's model of `names` on the CLIP of `zs`, and its record as its prompt file would hold it"
+    from coop_fast.baselines import ZeroShotModel
+    from coop_fast.export import prompt_meta
+    arch, weights, opts = zs
+    clip = _load_clip(arch, weights, device, precision if precision in half_weights else 'fp32',
+                      "Evaluate offline with --arch coop-tiny, or give a weights file: "
+                      "--pretrained FILE.")
+    model = ZeroShotModel(clip, names, **opts).eval()
+    return model, prompt_meta(model, {}, 'zeroshot')
 
 @command
 @threaded
-def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_prompt`
-             source:str, # Image folder, or a benchmark dataset name with --root
+def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_prompt`; with --method zeroshot, the data (no prompt file)
+             source:Param("Image folder, or a benchmark dataset name with --root", nargs='?',
+                          opt=False)=None,
              root:str=None, # Data root of the benchmark datasets; SOURCE is then a dataset name
              split:str='test', # Split: test (for a plain folder: its held-out part), all, or train/val of a dataset or a train/ val/ test/ folder
              classnames:str=None, # Class names to prompt, by the data's names ('name=text' renames): comma-separated or a file; default the data's
@@ -513,20 +549,27 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
              json:bool=False, # Print the result record as JSON
              feature_store:str=None, # Folder of the image-feature store; default $COOP_FAST_FEATURE_STORE, else ~/.cache/coop_fast/features
              no_feature_store:bool=False, # Compute the image features afresh: no feature store
+             method:str=None, # zeroshot: score zero-shot CLIP with no prompt file (coop-fast eval --method zeroshot --arch ARCH DATA)
+             arch:str=None, # With --method zeroshot: CLIP architecture; default ViT-B-16
+             pretrained:str='auto', # With --method zeroshot: CLIP weights, a tag, a weights file or auto (the architecture's default)
+             hp:str=None, # With --method zeroshot: its settings, e.g. 'templates=imagenet7'
             ) -> dict:
-    "Evaluate a prompt file on a folder or dataset: accuracy, macro-F1 and per-class accuracy"
+    "Evaluate a prompt file (or zero-shot CLIP) on a folder or dataset: accuracy, macro-F1 and per-class accuracy"
     _check_int('bs', bs); _check_int('workers', workers, lo=0); _check_pct(test_pct)
     store = feature_store_opt(feature_store, no_feature_store)
     _check_choice('subsample', subsample, subsamples)
     _check_choice('precision', precision, precisions)
-    prompt = Path(prompt).expanduser()
-    if not prompt.exists(): raise FileNotFoundError(f"No prompt file {prompt}.")
+    prompt, source, zs = _eval_what(prompt, source, method, arch, pretrained, hp)
+    if zs is None and not prompt.exists(): raise FileNotFoundError(f"No prompt file {prompt}.")
+    if zs is not None and prompt_classes:
+        raise ValueError("--prompt_classes classifies among a prompt file's classes; zero-shot "
+                         "CLIP has none: give --classnames, or the data's classes are taken.")
     if out is not None:
         out = Path(out).expanduser()
         if out.is_dir():
             raise IsADirectoryError(f"--out {out} is a folder; give a file name such as "
                                     f"{out/'result.json'}.")
-        if out.resolve() == prompt.with_suffix('.json').resolve():
+        if zs is None and out.resolve() == prompt.with_suffix('.json').resolve():
             raise ValueError(f"--out {out} is the result record of the training run of "
                              f"{prompt.name}; give another file name.")
     kind, src = _source(source, root)
@@ -534,13 +577,14 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
     from coop_fast.data import eval_dl, check_images, folder_splits
     from coop_fast.export import read_prompt
     from coop_fast.experiments import scores, eval_stats, per_class, result_record
-    info = read_prompt(prompt)[1]  # a bad prompt file is named before the data is read
+    info = read_prompt(prompt)[1] if zs is None else None  # a bad prompt file is named before the data is read
     items, dataset = _eval_data(kind, src, root, split, subsample, test_pct)
     names, rename, known = _prompted(classnames, prompt_classes, info, items)
     items = _by_name(items, names, rename, dataset, known)
     check_images([p for p, _ in items])
-    model, info = _load(prompt, None if names == info['classnames'] else names,
-                        _check_device(device), precision)
+    model, info = (_load(prompt, None if names == info['classnames'] else names,
+                         _check_device(device), precision) if zs is None
+                   else _zeroshot(zs, names, _check_device(device), precision))
     dl = eval_dl(items, model, vocab=names, bs=bs, num_workers=workers,
                  device=next(model.clip.parameters()).device)
     probs, targs = scores(model, dl, precision, store=store)
@@ -559,7 +603,8 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
                         **info['config'], **s.get('hp', {}), epochs=s.get('epochs'), lr=s.get('lr'),
                         bs=s.get('bs'), precision=precision,
                         **{k: s[k] for k in ('feature_cache',) if k in s}, split=split, **res,
-                        per_class=per_class(st), prompt=str(prompt.resolve()), classnames=names)
+                        per_class=per_class(st), prompt=prompt and str(prompt.resolve()),
+                        classnames=names)
     if out is not None: write_text(out, _dumps(rec, indent=1, allow_nan=False))
     if plot:
         from coop_fast.interpret import plot_confusion, plot_class_accuracy
@@ -569,7 +614,8 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
     if json:
         print(_dumps(rec, indent=1))
         return rec
-    print(f"{prompt.name} ({label}) on {dataset}, {split} split, {res['n']} images: accuracy "
+    what = prompt.name if prompt else f"CLIP {info['arch']}"
+    print(f"{what} ({label}) on {dataset}, {split} split, {res['n']} images: accuracy "
           f"{_pct(res['accuracy'])}, macro-F1 {res['macro_f1']:.3f}\n")
     print(st.to_string(index=False, float_format=lambda x: f'{x:.3f}'))
     if res['absent']:
@@ -674,6 +720,11 @@ def _bakeable(prompt, names, device):
     if why := bake_refusal(read_prompt(prompt)[1]['method']): raise ValueError(why)
     return _load(prompt, names, device)[0]
 
+def _writable(out, what):
+    "Refuse output file `out` (a `what`) below a file, in one line naming both"
+    if p := next((p for p in Path(out).expanduser().parents if p.exists() and not p.is_dir()), None):
+        raise NotADirectoryError(f"Cannot write the {what} {out}: {p} is a file, not a folder.")
+
 @command
 def cli_bake(prompt:str, # Prompt file
              out:str='head.safetensors', # Head file to write
@@ -681,13 +732,20 @@ def cli_bake(prompt:str, # Prompt file
              device:str=None, # Device; default the GPU if there is one
             ):
     "Bake a prompt file into a classifier head: its classes' text features, in open_clip's zero-shot classifier layout"
+    _writable(out, 'head file')
     names, out = parse_classnames(classnames), _out_file(out)
-    from coop_fast.deploy import bake, save_head
+    from coop_fast.deploy import bake, save_head, logits_formula
     head = bake(_bakeable(prompt, names, _check_device(device)))
-    path = save_head(head, out)
+    try: path = save_head(head, out)
+    except OSError as e: raise ValueError(str(e)) from None
+    b = head.logit_bias
     print(f"Baked {head.info['label']} ({head.n_cls} classes, CLIP {head.info['arch']}) into "
           f"{path} ({path.stat().st_size / 1024:.1f} kB): classifier ({head.embed_dim}, "
-          f"{head.n_cls}), logit scale {head.logit_scale.item():.2f}")
+          f"{head.n_cls}), logit scale {head.logit_scale.item():.2f}"
+          + ('' if b is None else
+             f", logit bias ({'one per class' if b.numel() > 1 else 'one number'})")
+          + f". Logits: {logits_formula(b is not None)}, f the image features"
+          + ('' if b is None else ': add the bias, or the scores are wrong') + '.')
     return path
 
 @command
@@ -704,9 +762,11 @@ def cli_export(prompt:str, # Prompt file
     if out.is_dir():
         raise IsADirectoryError(f"--onnx {out} is a folder; give a file name such as "
                                 f"{out/'model.onnx'}.")
+    _writable(out, 'ONNX file')
     from coop_fast.deploy import bake, export_onnx
     model = _bakeable(prompt, names, 'cpu')
-    path, res = export_onnx(bake(model), out, clip=model.clip, opset=opset)
+    try: path, res = export_onnx(bake(model), out, clip=model.clip, opset=opset)
+    except OSError as e: raise ValueError(str(e)) from None
     from coop_fast.clip import clip_pre
     p = clip_pre(model)
     print(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input 'images' float32 (batch, 3, "
@@ -730,9 +790,10 @@ def cli_serve(prompt:str, # Prompt file
     if port > 65535: raise ValueError(f"--port must be at most 65535, got {port}.")
     names = parse_classnames(classnames)
     from coop_fast.app import serve
-    print(f"Serving {Path(prompt).name} on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
-    serve(_load(prompt, names, _check_device(device))[0], port=port, host=host, top=top,
-          name=Path(prompt).name)
+    model, name = _load(prompt, names, _check_device(device))[0], Path(prompt).name  # the file first
+    say = lambda url: print(f"Serving {name} on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    try: serve(model, port=port, host=host, top=top, name=name, ready=say)  # says it once the page answers
+    except OSError as e: raise ValueError(str(e)) from None
     return 0
 
 # %% ../nbs/09_cli.ipynb #a2ac768a

@@ -17,9 +17,9 @@ from .clip import clip_pre, load_clip
 from .methods import Method, get_method, method_for
 
 # %% auto #0
-__all__ = ['head_format', 'head_version', 'bake_refusal', 'BakedHead', 'image_check', 'head_info', 'bake', 'save_head',
-           'load_head', 'head_tfm', 'head_clip', 'ImageClassifier', 'mha_fastpath', 'preprocess_text', 'onnx_props',
-           'check_onnx', 'export_onnx', 'onnx_info']
+__all__ = ['head_format', 'head_version', 'bake_refusal', 'BakedHead', 'image_check', 'logits_formula', 'head_info', 'bake',
+           'write_file', 'save_head', 'load_head', 'head_tfm', 'head_clip', 'ImageClassifier', 'mha_fastpath',
+           'preprocess_text', 'onnx_props', 'check_onnx', 'export_onnx', 'onnx_info']
 
 # %% ../nbs/15_deploy.ipynb #5b60066a
 _refusals = {'conditional': "its text features depend on the image (the context is shifted for "
@@ -94,7 +94,7 @@ class BakedHead(nn.Module):
 
     def extra_repr(self):
         return (f"embed_dim={self.embed_dim}, n_classes={self.n_cls}, "
-                f"method={self.info.get('method')!r}")
+                f"method={self.info.get('method')!r}, logit_bias={self.logit_bias is not None}")
 
 # %% ../nbs/15_deploy.ipynb #785381b8
 def image_check(clip) -> list:
@@ -138,17 +138,23 @@ def _weights(model, kind):
     w = F.normalize(model.text_features().detach().float(), dim=-1)  # as `cosine_logits` normalises them
     return w.t(), clip.logit_scale.exp().float(), getattr(clip, 'logit_bias', None)
 
+def logits_formula(bias:bool) -> str:
+    "How the logits of a head follow from an image feature `f`: with `+ logit_bias` when the head has a bias (`bias`)"
+    return "logit_scale * normalize(f) @ classifier" + (" + logit_bias" if bias else "")
+
 def head_info(model, # The `PromptModel` baked
               m:Method, # Its method
               summary:dict|None=None, # Its training summary
+              bias:bool=False, # Whether the head has a logit bias (GDA's per class, a SigLIP CLIP's)
              ) -> dict:
     ("The metadata of the head baked from `model`: its prompt file's record, the method's kind and "
-     "label, the CLIP's preprocessing")
+     "label, the CLIP's preprocessing, and the formula of its logits")
     from coop_fast.export import prompt_meta
     info = prompt_meta(model, summary, m.name)
     for k in ('format_version', 'width', 'context_length'): info.pop(k)
     return dict(format_version=head_version, **info, kind=m.kind, label=m.describe(info['config']),
-                image_check=image_check(model.clip), preprocess=jsonable(asdict(clip_pre(model))))
+                image_check=image_check(model.clip), preprocess=jsonable(asdict(clip_pre(model))),
+                logits=logits_formula(bias))
 
 # %% ../nbs/15_deploy.ipynb #91ac5e61
 def _check_baked(model, head, name):
@@ -174,11 +180,23 @@ def bake(prompt, # A prompt file, a `PromptModel` (e.g. from `load_prompt`), or 
     m = get_method(name)
     if why := bake_refusal(m, model): raise ValueError(why)
     with torch.no_grad(): w, scale, bias = _weights(model, m.kind)
-    head = BakedHead(w, scale, bias, head_info(model, m, summary))
+    head = BakedHead(w, scale, bias, head_info(model, m, summary, bias is not None))
     _check_baked(model, head, m.title)
     return head
 
 # %% ../nbs/15_deploy.ipynb #c416991a
+def write_file(path, # Destination file
+               write, # `write(tmp)` writes the content to the temporary file name it is given
+               what:str='file', # What the file is, for the error message: 'head file', 'ONNX file'
+              ) -> Path:
+    "`write_atomic(path, write)`, durably; a failure to write is one error naming `path`, never the temporary file"
+    path = Path(path)
+    try: return write_atomic(path, write, fsync=True)
+    except OSError as e:
+        why = next((f"{p} is a file, not a folder" for p in path.parents
+                    if p.exists() and not p.is_dir()), None) or e.strerror or str(e)
+        raise type(e)(f"Cannot write the {what} {path}: {why}.") from None
+
 def save_head(head:BakedHead, # The head to save
               path, # Destination file; '.safetensors' is added when it has no extension
              ) -> Path:
@@ -194,7 +212,7 @@ def save_head(head:BakedHead, # The head to save
     ts = {k: v.detach().cpu().contiguous() for k, v in ts.items()}
     meta = {'format': head_format,
             'coop_fast': json.dumps(jsonable(head.info, 'info', 'a head file'), allow_nan=False)}
-    return write_atomic(path, lambda t: save_file(ts, t, metadata=meta), fsync=True)
+    return write_file(path, lambda t: save_file(ts, t, metadata=meta), 'head file')
 
 # %% ../nbs/15_deploy.ipynb #8b66c1a3
 def _bad(path, why): return ValueError(f"{path} is not a usable coop_fast head file: {why}")
@@ -324,17 +342,20 @@ def preprocess_text(p:dict) -> str:
             f"(R, G, B); as float32, shape (batch, 3, {s}, {s}), channels first.")
 
 def onnx_props(head:BakedHead) -> dict:
-    "The `metadata_props` of the ONNX model of `head`: preprocessing, class names, outputs, and the head's record"
+    ("The `metadata_props` of the ONNX model of `head`: preprocessing, class names, outputs, the "
+     "head's record; strings as they are, other values as JSON, named by `json_keys`")
     p = head.info.get('preprocess')
     if not p:
         raise ValueError("This head records no image preprocessing (it was not made by `bake`).")
-    props = dict(preprocess=preprocess_text(p), classnames=json.dumps(head.classnames),
-                 outputs="probabilities: softmax of the logits; logits: logit_scale * cos(image "
-                         "feature, class feature) (+ logit_bias); both (batch, n_classes), columns "
-                         "in the order of classnames",
-                 coop_fast=json.dumps(jsonable(head.info, 'info', 'an ONNX model'),
-                                      allow_nan=False))
-    return {**props, **{f'preprocess_{k}': json.dumps(v) for k, v in p.items()}}
+    vals = dict(preprocess=preprocess_text(p), classnames=head.classnames,
+                outputs="probabilities: softmax of the logits; logits: "
+                        f"{logits_formula(head.logit_bias is not None)}, f the image feature; "
+                        "both (batch, n_classes), columns in the order of classnames",
+                coop_fast=jsonable(head.info, 'info', 'an ONNX model'),
+                **{f'preprocess_{k}': v for k, v in p.items()})
+    keys = [k for k, v in vals.items() if not isinstance(v, str)]
+    return {**{k: v if isinstance(v, str) else json.dumps(v, allow_nan=False)
+               for k, v in vals.items()}, 'json_keys': ','.join(keys)}
 
 # %% ../nbs/15_deploy.ipynb #406e2caf
 def check_onnx(path, # An ONNX file written by `export_onnx` (or its temporary file)
@@ -372,7 +393,9 @@ def export_onnx(head:BakedHead, # The head, from `bake` or `load_head`
                ) -> tuple:
     ("Write CLIP's image encoder and `head` as one ONNX graph to `path`: preprocessed images in, "
      "probabilities and logits out")
-    onnx = _need('onnx', 'Exporting to ONNX', 'onnx')
+    onnx, path = _need('onnx', 'Exporting to ONNX', 'onnx'), Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name such as {path/'model.onnx'}.")
     model = ImageClassifier(head_clip(head) if clip is None else clip, head).eval()
     if next(model.visual.parameters()).dtype != torch.float32:
         raise ValueError("Export a CLIP with float32 weights (precision='fp32').")
@@ -392,14 +415,16 @@ def export_onnx(head:BakedHead, # The head, from `bake` or `load_head`
                                          f"{head.info.get('label')} head")
         onnx.save(m, tmp)
         if check: res.update(check_onnx(tmp, model))
-    return write_atomic(path, write, fsync=True), res
+    return write_file(path, write, 'ONNX file'), res
 
 # %% ../nbs/15_deploy.ipynb #62f4972e
 def onnx_info(path) -> dict:
-    "The `metadata_props` of ONNX file `path`, JSON values decoded"
+    "The `metadata_props` of ONNX file `path`, the JSON values (those `json_keys` names) decoded"
     onnx = _need('onnx', 'Reading an ONNX model', 'onnx')
-    m = onnx.load(str(path), load_external_data=False)
-    def val(v):
-        try: return json.loads(v)
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    keys = props.pop('json_keys').split(',') if 'json_keys' in props else None
+    def val(k, v):
+        if keys is not None: return json.loads(v) if k in keys else v
+        try: return json.loads(v)  # written before `json_keys`: every value was JSON
         except ValueError: return v
-    return {p.key: val(p.value) for p in m.metadata_props}
+    return {k: val(k, v) for k, v in props.items()}

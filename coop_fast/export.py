@@ -22,8 +22,8 @@ from .prompt import PromptModel, text_tower, check_names, bpe_tokenizer
 from .methods import get_method, method_for, is_model_of
 
 # %% auto #0
-__all__ = ['prompt_format', 'format_version', 'Pred', 'clip_check', 'prompt_meta', 'save_tensors', 'save_prompt', 'read_prompt',
-           'load_prompt', 'eval_tfm', 'open_image', 'predict']
+__all__ = ['prompt_format', 'format_version', 'Pred', 'clip_check', 'data_name', 'prompt_meta', 'save_tensors', 'save_prompt',
+           'read_prompt', 'load_prompt', 'eval_tfm', 'open_image', 'predict']
 
 # %% ../nbs/06_export.ipynb #e812a545
 prompt_format = 'coop_fast.prompt'  # safetensors metadata 'format' of a prompt file
@@ -48,6 +48,16 @@ def _embed_dim(t):
     return p.out_features if isinstance(p, nn.Linear) else p.shape[1]
 
 # %% ../nbs/06_export.ipynb #b7e3c094
+def data_name(source) -> str:
+    "The name a shared file records for training data `source`: a folder's own name (never its path), a dataset's name"
+    p = Path(str(source))
+    return p.name if p.name not in ('', '.', '..') else p.resolve().name
+
+def _public(summary:dict) -> dict:
+    "Training `summary` with its data named, not located"
+    s = summary.get('source')
+    return {**summary, 'source': data_name(s)} if isinstance(s, str) else summary
+
 def prompt_meta(model, # A `PromptModel`
                 summary:dict|None=None, # Training summary: shots, seed, epochs, accuracy, ...
                 method:str|None=None, # Its method's name in `coop_fast.methods`; default the model class's
@@ -66,7 +76,7 @@ def prompt_meta(model, # A `PromptModel`
                 pretrained=None if pre is None else str(pre), width=t.token_embedding.embedding_dim,
                 embed_dim=_embed_dim(t), context_length=t.positional_embedding.shape[0],
                 classnames=list(model.classnames), clip_check=clip_check(clip),
-                summary=jsonable(summary or {}))
+                summary=_public(jsonable(summary or {})))
 
 # %% ../nbs/06_export.ipynb #998a7292
 def save_tensors(path, # Destination safetensors file
@@ -149,9 +159,10 @@ def _check_meta(path, info):
     try: check_names(info['classnames'])
     except (TypeError, ValueError) as e: raise _bad(path, f"invalid class names: {e}") from None
 
-def _check_tensors(path, tensors):
-    "Errors naming a tensor of a prompt file that is not floating point or not finite"
-    if not tensors: raise _bad(path, "it holds no tensors.")
+def _check_tensors(path, tensors, method):
+    "Errors naming a tensor of a prompt file of `method` that is not floating point or not finite, or a prompt missing"
+    if not tensors and get_method(method).kind != 'none':  # zero-shot CLIP's prompt is its templates, in `config`
+        raise _bad(path, "it holds no tensors.")
     for n, t in tensors.items():
         if not t.is_floating_point():
             raise _bad(path, f"its tensor {n} has dtype {t.dtype}, not floating point.")
@@ -189,7 +200,7 @@ def read_prompt(path, # A prompt file written by `save_prompt`
     except Exception as e: raise _bad(path, f"it is truncated or corrupt ({e}).") from None
     if v == 1: info, tensors = _from_v1(info, tensors)
     _check_meta(path, info)
-    _check_tensors(path, tensors)
+    _check_tensors(path, tensors, info['method'])
     return tensors, info
 
 # %% ../nbs/06_export.ipynb #b682d2bf

@@ -1,7 +1,7 @@
 """The app as a person uses it: `coop-fast serve` in a subprocess on a free localhost port, the page opened in headless
 Chromium (driven over the DevTools protocol by `test_docs.Chromium`, stdlib only), an image of a known class and a file
 that is not an image uploaded through the page's file field, what the page shows checked, and a screenshot saved."""
-import base64, contextlib, io, json, os, socket, subprocess, sys, time, urllib.request
+import base64, contextlib, io, json, os, select, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
 from test_docs import Chromium, CHROMIUM  # the project's Chromium driver (tests/test_docs.py)
@@ -153,3 +153,37 @@ def test_serves_localhost_only_by_default(server):
     "The server listens on 127.0.0.1 unless told otherwise"
     url, log = server
     assert 'Running on local URL:  http://127.0.0.1:' in log.read_text(), log.read_text()
+
+def test_says_serving_once_the_page_answers(trained, tmp_path):
+    "`coop-fast serve` prints 'Serving ... on URL' only once the page answers: one request right after the line gets it"
+    prompt, _ = trained
+    for attempt in range(3):  # another process may take the free port before the server binds it
+        port = _free_port()
+        proc = subprocess.Popen([sys.executable, '-m', 'coop_fast.cli', 'serve', str(prompt), '--port', str(port), '--device', 'cpu'],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV, cwd=tmp_path, bufsize=0)
+        try:
+            out, deadline = b'', time.monotonic() + 300
+            while b'(Ctrl-C stops it)' not in out:
+                ready = select.select([proc.stdout], [], [], max(0., deadline - time.monotonic()))[0]
+                chunk = os.read(proc.stdout.fileno(), 65536) if ready else b''
+                if not chunk: break  # the server exited, or the time is up
+                out += chunk
+            text = out.decode(errors='replace')
+            if '(Ctrl-C stops it)' in text:
+                with urllib.request.urlopen(f'http://127.0.0.1:{port}/', timeout=30) as r: assert r.status == 200  # no retry
+                assert f'Serving {prompt.name} on http://127.0.0.1:{port}/ (Ctrl-C stops it)' in text, text
+                return
+            if f'Cannot serve on 127.0.0.1:{port}' not in text: pytest.fail(f"no 'Serving' line:\n{text[-3000:]}")
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try: proc.wait(30)
+                except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+    pytest.fail("three free ports were taken before the server could bind them")
+
+def test_bad_prompt_file_is_refused_before_serving(tmp_path):
+    "A file that is not a prompt fails with one line, and nothing says it is served"
+    from coop_fast.cli import run_cli
+    (tmp_path/'bad.safetensors').write_text('not a prompt')
+    code, out, err = run_cli('serve', tmp_path/'bad.safetensors', '--port', _free_port())
+    assert code == 2 and 'Serving' not in out and 'bad.safetensors is not a usable coop_fast prompt file' in err, (out, err)

@@ -100,3 +100,52 @@ def test_bake_needs_fastai_and_says_so(baked):
     r = subprocess.run([sys.executable, '-c', BLOCK + "from coop_fast.deploy import bake\nbake(sys.argv[1])", str(baked[0].with_name('p.safetensors'))],
                        capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode != 0 and 'ImportError: fastai' in r.stderr and 'blocked' in r.stderr, r.stderr[-2000:]
+
+# The deploy tutorial's plain-open_clip code (nbs/24_tutorial_deploy.ipynb), run as it is written on a head of every method
+def _tutorial_snippet() -> str:
+    nb = json.loads((ROOT/'nbs'/'24_tutorial_deploy.ipynb').read_text())
+    cells = [''.join(c['source']) for c in nb['cells'] if 'load_file(head_file)' in ''.join(c['source'])]
+    assert len(cells) == 1, f"{len(cells)} cells of the deploy tutorial use the head file with plain open_clip"
+    return cells[0]
+
+def _candidates() -> list:
+    "Every method whose kind may bake (the conditional and deep ones are refused by name: `15_deploy` tests that)"
+    import coop_fast.all  # noqa: F401 (registers every method)
+    from coop_fast.methods import list_methods
+    from coop_fast.deploy import bake_refusal
+    return [m for m in list_methods() if bake_refusal(m) is None]
+
+@pytest.fixture(scope='module')
+def digits(tmp_path_factory):
+    from coop_fast.tiny.tasks import make_task
+    return make_task('digits', tmp_path_factory.mktemp('snippet')/'tasks')
+
+@pytest.mark.parametrize('method', _candidates())
+def test_tutorial_snippet_gives_predicts_classes(method, digits, tmp_path):
+    """Each method trained briefly on coop-tiny with `coop-fast train`, baked with `coop-fast bake` (or refused, for a head
+    that is not linear), then the tutorial's plain-open_clip code, exactly as written: `predict`'s classes and probabilities.
+    For a head with a bias (GDA's), leaving the bias out would not: the check can fail."""
+    from coop_fast.cli import run_cli
+    from coop_fast.export import load_prompt, predict
+    from safetensors.torch import load_file
+    prompt, head_file = tmp_path/f'{method}.safetensors', tmp_path/'head.safetensors'
+    code, _, err = run_cli('train', digits, '--method', method, '--arch', 'coop-tiny', '--shots', '2', '--epochs', '1',
+                           '--out', prompt, '--quiet', '--workers', '0', '--device', 'cpu', '--threads', '1')
+    assert code == 0, err
+    code, out, err = run_cli('bake', prompt, '--out', head_file, '--device', 'cpu')
+    if code != 0:  # Tip-Adapter's cache and CLIP-Adapter's bottleneck are not linear in the image feature
+        assert code == 2 and 'its classifier is not linear in the image feature' in err, err
+        return
+    t = load_file(head_file)
+    if 'logit_bias' in t: assert 'logit bias' in out and '+ logit_bias' in out and 'add the bias' in out, out
+    else: assert 'Logits: logit_scale * normalize(f) @ classifier, f the image features.' in out, out
+    ns = dict(head_file=head_file, REAL_CLIP=False, task=digits, Path=Path, torch=torch)
+    exec(_tutorial_snippet(), ns)
+    model = load_prompt(prompt, device='cpu')
+    preds = [predict(model, f) for f in ns['images']]
+    assert [ns['info']['classnames'][i] for i in ns['probs'].argmax(-1)] == [p.label for p in preds], method
+    want = torch.stack([p.probs for p in preds])
+    assert (ns['probs'] - want).abs().max() <= 1e-5, (method, (ns['probs'] - want).abs().max())
+    if 'logit_bias' in t:
+        without = (t['logit_scale'] * ns['image_features'] @ t['classifier']).softmax(-1)
+        assert (without - want).abs().max() > 1e-2, method  # the bias changes the scores: the check above sees it

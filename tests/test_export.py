@@ -235,3 +235,51 @@ def test_predict_bad_images(saved, clip, tmp_path):
         with pytest.raises(ValueError, match='None of the 1 images could be read'): predict(m, [tmp_path/'cut.png'], skip_bad=True)
     with pytest.warns(UserWarning, match='random weights'):  # a prompt file loads the CLIP it records
         assert predict(f, tmp_path/'ok.png').label in m.classnames
+
+def test_zeroshot_in_the_cli(tmp_path):
+    """Zero-shot CLIP from the command line: its prompt file evaluates, predicts and bakes like any other, and `eval
+    --method zeroshot --arch A DATA` scores a folder with no prompt file, a test-only (shifted) folder too"""
+    import shutil
+    from coop_fast.cli import run_cli
+    from coop_fast.deploy import load_head
+    from coop_fast.tiny.tasks import make_task
+    task = make_task('digits', tmp_path/'tasks')
+    zs, opts = tmp_path/'zs.safetensors', ('--device', 'cpu', '--threads', '1')
+    code, out, err = run_cli('train', task, '--method', 'zeroshot', '--arch', 'coop-tiny', '--shots', '1', '--out', zs,
+                             '--json', '--workers', '0', *opts)
+    assert code == 0, err
+    trained = json.loads(out)
+    code, out, err = run_cli('eval', zs, task, '--json', '--workers', '0', *opts)
+    assert code == 0, err
+    with_file = json.loads(out)
+    code, out, err = run_cli('eval', '--method', 'zeroshot', '--arch', 'coop-tiny', task, '--json', '--workers', '0', *opts)
+    assert code == 0, err
+    no_file = json.loads(out)
+    assert trained['n'] == with_file['n'] == no_file['n'] > 0
+    assert trained['accuracy'] == with_file['accuracy'] == no_file['accuracy']  # a count over the same images and model
+    assert (no_file['method'], no_file['label'], no_file['prompt'], no_file['arch']) == ('zeroshot', 'Zero-shot CLIP', None, 'coop-tiny')
+    shifted = tmp_path/'shifted'  # a folder that holds only test/, of two classes
+    for c in ('seven', 'two'):
+        shutil.copytree(task/'test'/c, shifted/'test'/c, ignore=lambda d, fs: sorted(fs)[5:])
+    code, out, err = run_cli('eval', '--method', 'zeroshot', '--arch', 'coop-tiny', shifted, '--json', '--workers', '0', *opts)
+    assert code == 0, err
+    assert (json.loads(out)['n'], json.loads(out)['classnames']) == (10, ['seven', 'two'])
+    code, out, err = run_cli('predict', zs, shifted/'test'/'seven', '--json', *opts)
+    assert code == 0 and len(json.loads(out)) == 5, err
+    code, out, err = run_cli('bake', zs, '--out', tmp_path/'head.safetensors', '--device', 'cpu')
+    assert code == 0, err
+    head, model = load_head(tmp_path/'head.safetensors'), load_prompt(zs, device='cpu')
+    f = torch.randn(4, head.embed_dim)
+    with torch.no_grad(): assert (head(f) - model(f)).abs().max() <= 1e-4 * model(f).abs().max()
+    code, out, err = run_cli('export', zs, '--onnx', tmp_path/'zs.onnx')
+    assert code == 0, err
+    for shared in (zs, tmp_path/'head.safetensors', tmp_path/'zs.onnx'):  # made to be shared: no path of the user's data
+        assert str(tmp_path).encode() not in shared.read_bytes(), shared
+    assert read_prompt(zs)[1]['summary']['source'] == 'digits'
+    for args, msg in [(('eval', zs), 'Give a prompt file and the data'),
+                      (('eval', '--method', 'zeroshot', zs, task), '--method zeroshot needs no prompt file'),
+                      (('eval', '--method', 'coop', task), 'only zeroshot is evaluated without a prompt file'),
+                      (('eval', zs, task, '--arch', 'coop-tiny'), '--arch is for --method zeroshot'),
+                      (('eval', '--method', 'zeroshot', task, '--prompt_classes'), 'zero-shot CLIP has none')]:
+        code, out, err = run_cli(*args, *opts)
+        assert code == 2 and msg in err and err.count('\n') == 1, (args, err)
