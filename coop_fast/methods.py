@@ -60,7 +60,8 @@ method_modules = {'coop': 'coop_fast.learner', 'zeroshot': 'coop_fast.baselines'
                   'tip-adapter': 'coop_fast.adapters', 'tip-adapter-f': 'coop_fast.adapters',
                   'clip-adapter': 'coop_fast.adapters', 'gda': 'coop_fast.adapters',
                   'ivlp': 'coop_fast.deep', 'maple': 'coop_fast.deep',
-                  'promptsrc': 'coop_fast.deep'}  # built-in method -> its module
+                  'promptsrc': 'coop_fast.deep',
+                  'lp++': 'coop_fast.heads', 'clap': 'coop_fast.heads'}  # built-in method -> its module
 
 def register_method(m:Method) -> Method:
     "Add method `m` to the table (replacing an entry of the same name)"
