@@ -175,7 +175,7 @@ register_method(Method('lp++', 'LP++', LPPModel, lpp_learner, kind='head', fit='
                        paper='Huang et al., LP++: A Surprisingly Strong Linear Probe for Few-Shot '
                              'CLIP, CVPR 2024'))
 
-# %% ../nbs/13b_heads.ipynb #36c2a4c7
+# %% ../nbs/13b_heads.ipynb #4b6ea010
 def clap_templates(dataset:str|None=None) -> list:
     "CLAP's templates: the dataset's hand-crafted prompt; for ImageNet CLIP's 7-template ensemble and 'a photo of a {}.'"
     t = adapter_templates(dataset, ensemble=False)
@@ -197,7 +197,7 @@ def raw_text_features(clip, # open_clip CLIP model
                    for i in range(0, len(texts), bs)])
     return f.view(len(templates), len(names), -1).mean(0)
 
-# %% ../nbs/13b_heads.ipynb #4b6ea010
+# %% ../nbs/13b_heads.ipynb #6e7c0c6a
 def clap_multipliers(logits, # Zero-shot logits `(n, n_cls)` of the training views
                      y, # Their classes `(n,)`
                     ):
@@ -209,7 +209,7 @@ def clap_lr(epoch:int, epochs:int=300, lr:float=0.1, warmup_lr:float=1e-5) -> fl
     "CLAP's learning rate in `epoch` (from 0): `warmup_lr` in the first, then a cosine from `lr` over `epochs`"
     return warmup_lr if epoch == 0 else lr * (1 + math.cos(math.pi * (epoch - 1) / epochs)) / 2
 
-# %% ../nbs/13b_heads.ipynb #6e7c0c6a
+# %% ../nbs/13b_heads.ipynb #d670a838
 def clap_fit(f, # Normalised training features `(n_views · n, dim)`
              y, # Their classes
              base, # Zero-shot prototypes `(n_cls, dim)`, unnormalised (`raw_text_features`)
@@ -236,7 +236,7 @@ def clap_fit(f, # Normalised training features `(n_views · n, dim)`
             opt.zero_grad(); loss.backward(); opt.step()
     return dict(prototypes=p.detach(), multipliers=mult, steps=epochs * per_epoch)
 
-# %% ../nbs/13b_heads.ipynb #9bc03e20
+# %% ../nbs/13b_heads.ipynb #03b1d74b
 class ClapModel(StatsHead):
     "CLAP: cosine logits `s · f̂ p̂ᵀ` of class prototypes `p` trained from the zero-shot ones under a class-wise penalty"
     state = ('prototypes',)
@@ -263,7 +263,7 @@ class ClapModel(StatsHead):
         "`(W, b)` with logits `f Wᵀ + b` for normalised `f`: CLAP is one linear classifier, so it bakes"
         return self.logit_scale * F.normalize(self.prototypes, dim=-1), torch.zeros_like(self.prototypes[:, 0])
 
-# %% ../nbs/13b_heads.ipynb #03b1d74b
+# %% ../nbs/13b_heads.ipynb #469d3e78
 def clap_epochs(shots:int, dataset:str|None=None) -> int:
     "CLAP's epochs: 300, whatever the shots"
     return 300
@@ -298,7 +298,7 @@ def fit_clap(self:Learner, n_epoch:int=300, # Epochs (official: 300)
     self.coop_summary.update(epochs=n_epoch, iterations=r['steps'], stopped=None,
                              multipliers=[round(v, 4) for v in r['multipliers'].tolist()])
 
-# %% ../nbs/13b_heads.ipynb #fe339eca
+# %% ../nbs/13b_heads.ipynb #d59a0625
 register_method(Method('clap', 'CLAP', ClapModel, clap_learner, kind='head', fit='fit_clap',
                        epochs=clap_epochs, lr=0.1, bs=256,
                        hparams=dict(templates=None, views=20, scale=None),
