@@ -24,6 +24,7 @@ from .interpret import *
 from .cocoop import *
 from .kg import *
 from .adapters import *
+from .heads import *
 from .heads2 import *
 from .deep import *
 from .deploy import *

@@ -24,8 +24,8 @@ from .datasets import dataset_specs, get_spec
 
 # %% auto #0
 __all__ = ['dataset_templates', 'imagenet_templates', 'imagenet_templates_select', 'ensembles', 'get_templates',
-           'ensemble_templates', 'text_tokenizer', 'zeroshot_features', 'ZeroShotModel', 'zeroshot_learner',
-           'LinearProbe', 'linear_probe']
+           'ensemble_templates', 'text_tokenizer', 'template_features', 'zeroshot_features', 'raw_text_features',
+           'ZeroShotModel', 'zeroshot_learner', 'LinearProbe', 'linear_probe']
 
 # %% ../nbs/05_baselines.ipynb #66f9ae4f
 dataset_templates = {s.name: s.template for s in dataset_specs.values()}  # from `coop_fast.datasets`: one table of them
@@ -74,19 +74,26 @@ def text_tokenizer(clip):
     return _tokenizer(arch) if arch else open_clip.tokenize
 
 @torch.no_grad()
-def zeroshot_features(clip, # open_clip CLIP model
+def template_features(clip, # open_clip CLIP model
                       classnames:list, # Class names; '_' becomes a space
                       templates='a photo of a {}.', # Template(s), see `get_templates`
                       bs:int=1000, # Prompts encoded at once
                      ):
-    "Normalised text features `(n_cls, dim)` of `classnames` in `templates`, averaged over the templates"
+    "CLIP's text features `(n_templates, n_cls, dim)` of `classnames` in each of `templates`, not normalised"
     names, templates = check_names(classnames), get_templates(templates)
     tok, dev = text_tokenizer(clip), next(clip.parameters()).device
     texts = [t.format(n) for t in templates for n in names]
     f = torch.cat([clip.encode_text(tok(texts[i:i + bs]).to(dev)).float()
                    for i in range(0, len(texts), bs)])
-    f = F.normalize(f, dim=-1).view(len(templates), len(names), -1).mean(0)
-    return F.normalize(f, dim=-1)
+    return f.view(len(templates), len(names), -1)
+
+def zeroshot_features(clip, classnames:list, templates='a photo of a {}.', bs:int=1000):
+    "Normalised text features `(n_cls, dim)` of `classnames` in `templates`, averaged over the templates"
+    return F.normalize(F.normalize(template_features(clip, classnames, templates, bs), dim=-1).mean(0), dim=-1)
+
+def raw_text_features(clip, classnames:list, templates='a photo of a {}.', bs:int=1000):
+    "The mean over `templates` of the unnormalised text features `(n_cls, dim)` (TaskRes's base, CLAP's prototypes)"
+    return template_features(clip, classnames, templates, bs).mean(0)
 
 # %% ../nbs/05_baselines.ipynb #89b9b97f
 class ZeroShotModel(PromptModel):

@@ -15,14 +15,14 @@ from .base import check_int, check_num, name_list, unwrap
 from .datasets import get_spec
 from .prompt import check_names, cosine_logits
 from .learner import clip_learner, EpochScheduler, coop_lr
-from .baselines import get_templates, imagenet_templates_select, text_tokenizer
+from .baselines import get_templates, imagenet_templates_select, text_tokenizer, raw_text_features
 from .adapters import FeatureHead, StatsHead, train_views, valid_features, adapter_templates, no_epochs
 from .methods import Method, register_method
 
 # %% auto #0
-__all__ = ['proker_grids', 'proker_transfer', 'taskres_templates', 'taskres_config', 'taskres_epochs', 'raw_text_features',
-           'TaskResModel', 'taskres_adam', 'taskres_learner', 'proker_grid', 'proker_hypers', 'rbf_kernel',
-           'proker_coef', 'ProKeRModel', 'search_proker', 'proker_learner']
+__all__ = ['proker_grids', 'proker_transfer', 'taskres_templates', 'taskres_config', 'taskres_epochs', 'TaskResModel',
+           'taskres_adam', 'taskres_learner', 'proker_grid', 'proker_hypers', 'rbf_kernel', 'proker_coef',
+           'ProKeRModel', 'search_proker', 'proker_learner']
 
 # %% ../nbs/13c_heads2.ipynb #5b061a05
 def _name(dataset):
@@ -56,21 +56,6 @@ def taskres_config(dataset:str|None=None) -> dict:
 def taskres_epochs(shots:int, dataset:str|None=None) -> int:
     "TaskRes's epochs: 100 up to 4 shots, 200 from 8"
     return 100 if shots <= 4 else 200
-
-# %% ../nbs/13c_heads2.ipynb #1a213066
-@torch.no_grad()
-def raw_text_features(clip, # open_clip CLIP model
-                      classnames:list, # Class names; '_' becomes a space
-                      templates='a photo of a {}.', # Template(s), see `get_templates`
-                      bs:int=1000, # Prompts encoded at once
-                     ):
-    "Text features `(n_cls, dim)` of `classnames`, averaged over `templates` without normalising (TaskRes's base classifier)"
-    names, templates = check_names(classnames), get_templates(templates)
-    tok, dev = text_tokenizer(clip), next(clip.parameters()).device
-    texts = [t.format(n) for t in templates for n in names]
-    f = torch.cat([clip.encode_text(tok(texts[i:i + bs]).to(dev)).float()
-                   for i in range(0, len(texts), bs)])
-    return f.view(len(templates), len(names), -1).mean(0)
 
 # %% ../nbs/13c_heads2.ipynb #c631fbb0
 class TaskResModel(FeatureHead):

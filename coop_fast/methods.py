@@ -61,6 +61,7 @@ method_modules = {'coop': 'coop_fast.learner', 'zeroshot': 'coop_fast.baselines'
                   'clip-adapter': 'coop_fast.adapters', 'gda': 'coop_fast.adapters',
                   'ivlp': 'coop_fast.deep', 'maple': 'coop_fast.deep',
                   'promptsrc': 'coop_fast.deep',
+                  'lp++': 'coop_fast.heads', 'clap': 'coop_fast.heads',
                   'taskres': 'coop_fast.heads2', 'proker': 'coop_fast.heads2'}  # built-in method -> its module
 
 def register_method(m:Method) -> Method:
