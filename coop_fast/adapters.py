@@ -19,13 +19,15 @@ from .datasets import get_spec
 from .prompt import PromptModel, cosine_logits
 from .learner import clip_learner, image_features, FeatureDL
 from .baselines import zeroshot_features, get_templates, imagenet_templates_select
+from .kg import dls_dataset
 from .methods import Method, register_method, paper_epochs
 
 # %% auto #0
 __all__ = ['tip_configs', 'gda_alphas', 'adapter_templates', 'tip_config', 'tip_epochs', 'no_epochs', 'official_augment',
            'train_views', 'FeatureHead', 'StatsHead', 'tip_keys', 'TipAdapterModel', 'tip_grid', 'search_tip',
-           'valid_features', 'tip_adapter_learner', 'TipAdapterFModel', 'tip_adamw', 'tip_adapter_f_learner',
-           'ClipAdapterModel', 'clip_adapter_learner', 'gda_classifier', 'GDAModel', 'search_gda', 'gda_learner']
+           'feature_autocast', 'valid_features', 'add_summary', 'tip_adapter_learner', 'TipAdapterFModel', 'tip_adamw',
+           'tip_adapter_f_learner', 'ClipAdapterModel', 'clip_adapter_learner', 'gda_classifier', 'GDAModel',
+           'search_gda', 'gda_learner']
 
 # %% ../nbs/13_adapters.ipynb #d890f9df
 def adapter_templates(dataset:str|None=None, # Benchmark dataset name (as `dls.fewshot['dataset']`), or None
@@ -37,8 +39,6 @@ def adapter_templates(dataset:str|None=None, # Benchmark dataset name (as `dls.f
     if name is None: return ['a photo of a {}.']
     return (list(imagenet_templates_select) if ensemble and name == 'ImageNet'
             else get_templates(name))
-
-def _dataset(dls): return (getattr(dls, 'fewshot', None) or {}).get('dataset')
 
 # %% ../nbs/13_adapters.ipynb #8b794950
 tip_configs = {  # Tip-Adapter's configs/*.yaml by dataset: (beta, alpha) grid ends, alpha before the search, Tip-Adapter-F epochs
@@ -293,7 +293,7 @@ def search_tip(model:TipAdapterModel, # A Tip-Adapter (or Tip-Adapter-F) model
 _autocast_types = {'fp16': torch.float16, 'amp': torch.float16, 'bf16': torch.bfloat16,
                    'amp_bf16': torch.bfloat16}
 
-def _autocast(learn):
+def feature_autocast(learn):
     "A new autocast context for the features of `learn`, as its `precision` asks, or None"
     dt, m = _autocast_types.get(getattr(learn, 'precision', 'fp32')), unwrap(learn.model)
     return torch.autocast(m.text.device.type, dtype=dt) if dt else None
@@ -307,7 +307,7 @@ def valid_features(learn:Learner) -> tuple:
                          "(`fewshot_dls(n_valid=...)`), or pass `search=False` to keep the "
                          "current ones.")
     if isinstance(dl, FeatureDL): f, y = dl.feats[0], dl.ys
-    else: f, y = image_features(m, dl, progress=False, autocast=_autocast(learn))
+    else: f, y = image_features(m, dl, progress=False, autocast=feature_autocast(learn))
     return F.normalize(f.float(), dim=-1).to(m.text.device), y.to(m.text.device)
 
 # %% ../nbs/13_adapters.ipynb #790b4ab7
@@ -317,14 +317,14 @@ def _train_free(model):
                      "validation images. Tip-Adapter-F (`tip_adapter_f_learner`) fine-tunes "
                      "the cache.")
 
-def _record(learn, **values):
+def add_summary(learn, **values):
     "Add `values` to `learn.coop_summary`"
     learn.coop_summary = {**(getattr(learn, 'coop_summary', None) or {}), **values}
 
 def _tip_search_cfg(dls, alpha_scale, beta_scale, alpha_steps, beta_steps, init_alpha, init_beta,
                     crop_scale) -> dict:
     "The search settings of a Tip-Adapter learner: the given ones, else the official ones of the dataset of `dls`"
-    c = tip_config(_dataset(dls))
+    c = tip_config(dls_dataset(dls))
     bs, as_ = c['search_scale']
     return dict(search_scale=(beta_scale or bs, alpha_scale or as_),
                 search_step=(check_int(beta_steps, 'beta_steps'),
@@ -335,18 +335,18 @@ def _tip_search_cfg(dls, alpha_scale, beta_scale, alpha_steps, beta_steps, init_
 def _tip_learner(model_cls, method, dls, arch, pretrained, templates, views, crop_scale, scale,
                  search, **kwargs):
     "A `clip_learner` of `model_cls` with its cache filled from `views` augmented views of `dls.train`"
-    templates = adapter_templates(_dataset(dls)) if templates is None else templates
+    templates = adapter_templates(dls_dataset(dls)) if templates is None else templates
     splitter = (kwargs.pop('splitter', None)
                 or (_train_free if model_cls is TipAdapterModel else None))
     learn = clip_learner(dls, partial(model_cls, templates=templates, scale=scale), arch,
                          pretrained, method=method,
                          **({} if splitter is None else dict(splitter=splitter)), **kwargs)
     m = unwrap(learn.model)
-    v, y = train_views(m, dls.train, views, crop_scale, partial(_autocast, learn))
+    v, y = train_views(m, dls.train, views, crop_scale, partial(feature_autocast, learn))
     m.set_cache(tip_keys(v.float().to(m.text.device)), y.to(m.text.device))
     learn.tip = search
     m.set_hypers(search['init_alpha'], search['init_beta'])
-    _record(learn, views=views)
+    add_summary(learn, views=views)
     return learn
 
 @delegates(clip_learner, but=['make_model', 'method'])
@@ -379,7 +379,7 @@ def _search_tip(learn, search_scale, search_step):
     beta, alpha, acc = search_tip(m, f, y, search_scale or cfg['search_scale'],
                                   search_step or cfg['search_step'])
     m.set_hypers(alpha, beta)
-    _record(learn, alpha=alpha, beta=beta, accuracy=acc, stopped=None)
+    add_summary(learn, alpha=alpha, beta=beta, accuracy=acc, stopped=None)
 
 @patch
 def fit_tip_adapter(self:Learner, n_epoch:int=1, # Ignored: Tip-Adapter trains nothing
@@ -391,7 +391,7 @@ def fit_tip_adapter(self:Learner, n_epoch:int=1, # Ignored: Tip-Adapter trains n
                    ):
     "Tip-Adapter's recipe: search α and β on `dls.valid` over the official grid (training-free)"
     if search: _search_tip(self, search_scale, search_step)
-    _record(self, epochs=0, iterations=0)
+    add_summary(self, epochs=0, iterations=0)
 
 # %% ../nbs/13_adapters.ipynb #2d365b9d
 _tip_hp = dict(templates=None, views=10, scale=100., alpha_scale=None, beta_scale=None,
@@ -513,7 +513,7 @@ def clip_adapter_learner(dls, # DataLoaders of images and class labels; `dls.voc
                          reduction:int=4, # Bottleneck reduction (official: 4)
                          **kwargs):
     "A `Learner` that trains CLIP-Adapter's residual bottleneck on the frozen image features of `dls`"
-    templates = adapter_templates(_dataset(dls), ensemble=False) if templates is None else templates
+    templates = adapter_templates(dls_dataset(dls), ensemble=False) if templates is None else templates
     return clip_learner(dls, partial(ClipAdapterModel, templates=templates, ratio=ratio,
                                      reduction=reduction),
                         arch, pretrained, method='clip-adapter', **kwargs)
@@ -600,15 +600,15 @@ def gda_learner(dls, # DataLoaders: few-shot training and validation images; `dl
                 scale:float|None=100., # Zero-shot logit scale (official: 100); None: the CLIP's own
                 **kwargs):
     "A `Learner` whose model is GDA's classifier of the training images of `dls`; `fit_gda` searches α on `dls.valid`"
-    templates = adapter_templates(_dataset(dls)) if templates is None else templates
+    templates = adapter_templates(dls_dataset(dls)) if templates is None else templates
     learn = clip_learner(dls, partial(GDAModel, templates=templates, scale=scale), arch, pretrained,
                          method='gda', splitter=_train_free, **kwargs)
     m = unwrap(learn.model)
-    v, y = train_views(m, dls.train, views, crop_scale, partial(_autocast, learn))
+    v, y = train_views(m, dls.train, views, crop_scale, partial(feature_autocast, learn))
     v, y = v.float().to(m.text.device), y.to(m.text.device)
     m.set_classifier(*gda_classifier(F.normalize(v, dim=-1).flatten(0, 1), y.repeat(len(v)),
                                      m.n_cls))
-    _record(learn, views=views)
+    add_summary(learn, views=views)
     return learn
 
 @patch
@@ -623,8 +623,8 @@ def fit_gda(self:Learner, n_epoch:int=1, # Ignored: GDA trains nothing
     if search:
         alpha, acc = search_gda(m, *valid_features(self), alphas)
         m.set_alpha(alpha)
-        _record(self, alpha=alpha, accuracy=acc, stopped=None)
-    _record(self, epochs=0, iterations=0)
+        add_summary(self, alpha=alpha, accuracy=acc, stopped=None)
+    add_summary(self, epochs=0, iterations=0)
 
 # %% ../nbs/13_adapters.ipynb #552bc81e
 register_method(Method('gda', 'GDA', GDAModel, gda_learner, kind='head', fit='fit_gda',

@@ -15,6 +15,7 @@ from .clip import autocast_dtypes
 from .datasets import get_spec
 from .learner import clip_learner
 from .baselines import text_tokenizer, imagenet_templates_select, raw_text_features
+from .kg import dls_dataset
 from .adapters import StatsHead, adapter_templates, train_views, valid_features
 from .methods import Method, register_method
 
@@ -42,10 +43,6 @@ def _no_sgd(model):
     raise ValueError(f"{type(model).__name__} is fitted by its own recipe on the frozen features "
                      "(`fit_lpp`, `fit_clap`), not by `Learner.fit`: call `learn.fit_lpp()` or "
                      "`learn.fit_clap()`.")
-
-def _dataset_name(dls):
-    "The benchmark dataset of `dls`, or None"
-    return (getattr(dls, 'fewshot', None) or {}).get('dataset')
 
 # %% ../nbs/13b_heads.ipynb #2f8b9e9d
 def lpp_epochs(shots:int, dataset:str|None=None) -> int:
@@ -138,14 +135,14 @@ class LPPModel(StatsHead):
 # %% ../nbs/13b_heads.ipynb #bbe8f88d
 @delegates(clip_learner, but=['make_model', 'method', 'splitter'])
 def lpp_learner(dls, # DataLoaders: few-shot training and validation images; `dls.vocab` names the classes
-                arch='ViT-B-16', # CLIP architecture name, or an open_clip model already loaded
-                pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                arch=None, # CLIP architecture name or open_clip model; default `dls.clip_arch` (`fewshot_dls(path, arch)`), else 'ViT-B-16'
+                pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                 templates=None, # Zero-shot template(s); None: the official ones of the dataset (`adapter_templates`)
                 views:int=1, # Augmented views of each training image (official: 1); 0: the un-augmented view
                 crop_scale=(0.5, 1.), # Area range of the views' random crops (official: 0.5-1); None: the DataLoaders'
                 **kwargs):
     "A `Learner` whose model is LP++'s probe of the training images of `dls`; `fit_lpp` fits it"
-    templates = adapter_templates(_dataset_name(dls)) if templates is None else templates
+    templates = adapter_templates(dls_dataset(dls)) if templates is None else templates
     learn = clip_learner(dls, partial(LPPModel, templates=templates), arch, pretrained,
                          method='lp++', splitter=_no_sgd, **kwargs)
     learn.head_feats = head_features(learn, views, crop_scale)
@@ -256,15 +253,15 @@ def clap_epochs(shots:int, dataset:str|None=None) -> int:
 
 @delegates(clip_learner, but=['make_model', 'method', 'splitter'])
 def clap_learner(dls, # DataLoaders of few-shot training images; `dls.vocab` names the classes
-                 arch='ViT-B-16', # CLIP architecture name, or an open_clip model already loaded
-                 pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                 arch=None, # CLIP architecture name or open_clip model; default `dls.clip_arch` (`fewshot_dls(path, arch)`), else 'ViT-B-16'
+                 pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                  templates=None, # Zero-shot template(s); None: CLAP's of the dataset (`clap_templates`)
                  views:int=20, # Augmented views of each training image (official: 20); 0: the un-augmented view
                  crop_scale=(0.08, 1.), # Area range of the views' random crops (official, dassl's: 0.08-1); None: the DataLoaders'
                  scale:float|None=None, # Logit scale; None: the CLIP's own (official)
                  **kwargs):
     "A `Learner` whose model is CLAP's prototypes for the classes of `dls`; `fit_clap` trains them"
-    templates = clap_templates(_dataset_name(dls)) if templates is None else templates
+    templates = clap_templates(dls_dataset(dls)) if templates is None else templates
     learn = clip_learner(dls, partial(ClapModel, templates=templates, scale=scale), arch,
                          pretrained, method='clap', splitter=_no_sgd, **kwargs)
     learn.head_feats = head_features(learn, views, crop_scale)

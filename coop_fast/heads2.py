@@ -16,7 +16,9 @@ from .datasets import get_spec
 from .prompt import check_names, cosine_logits
 from .learner import clip_learner, EpochScheduler, coop_lr
 from .baselines import get_templates, imagenet_templates_select, text_tokenizer, raw_text_features
-from .adapters import FeatureHead, StatsHead, train_views, valid_features, adapter_templates, no_epochs
+from .adapters import (FeatureHead, StatsHead, train_views, valid_features, adapter_templates,
+                                no_epochs, add_summary, feature_autocast)
+from .kg import dls_dataset
 from .methods import Method, register_method
 
 # %% auto #0
@@ -29,12 +31,6 @@ def _name(dataset):
     "The benchmark name of `dataset`, or None for other data"
     try: return get_spec(dataset).name if dataset else None
     except ValueError: return None
-
-def _dataset(dls): return (getattr(dls, 'fewshot', None) or {}).get('dataset')
-
-def _record(learn, **values):
-    "Add `values` to `learn.coop_summary`"
-    learn.coop_summary = {**(getattr(learn, 'coop_summary', None) or {}), **values}
 
 def _no_grad_fit(model):
     raise ValueError(f"{type(model).__name__} trains nothing by gradient descent: `fit_proker` "
@@ -129,13 +125,13 @@ def fit_taskres(self:Learner, n_epoch:int, # Epochs (official: 100 up to 4 shots
 # %% ../nbs/13c_heads2.ipynb #284291d0
 @delegates(clip_learner, but=['make_model', 'method'])
 def taskres_learner(dls, # DataLoaders of images and class labels; `dls.vocab` names the classes
-                    arch='ViT-B-16', # CLIP architecture name, or an open_clip model already loaded
-                    pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                    arch=None, # CLIP architecture name or open_clip model; default `dls.clip_arch` (`fewshot_dls(path, arch)`), else 'ViT-B-16'
+                    pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                     templates=None, # Template(s); None: the official ones of the dataset (`taskres_templates`)
                     alpha:float|None=None, # Residual scale; None: the dataset's (0.5; OxfordFlowers 1.0)
                     **kwargs):
     "A `Learner` that trains TaskRes's residual on the text classifier of `dls`'s classes; `fit_taskres` is its recipe"
-    ds = _dataset(dls)
+    ds = dls_dataset(dls)
     templates = taskres_templates(ds) if templates is None else templates
     cfg = taskres_config(ds)
     alpha = cfg['alpha'] if alpha is None else alpha
@@ -262,16 +258,10 @@ def search_proker(model:ProKeRModel, # A ProKeR model with its keys and labels
     return best[1], best[2], best[0] / len(ys)
 
 # %% ../nbs/13c_heads2.ipynb #1cba9e11
-def _autocast(learn):
-    "A new autocast context for the features of `learn`, as its `precision` asks, or None"
-    dt = {'fp16': torch.float16, 'amp': torch.float16, 'bf16': torch.bfloat16,
-          'amp_bf16': torch.bfloat16}.get(getattr(learn, 'precision', 'fp32'))
-    return torch.autocast(unwrap(learn.model).text.device.type, dtype=dt) if dt else None
-
 @delegates(clip_learner, but=['make_model', 'method', 'splitter'])
 def proker_learner(dls, # DataLoaders: few-shot training and validation images; `dls.vocab` names the classes
-                   arch='ViT-B-16', # CLIP architecture name, or an open_clip model already loaded
-                   pretrained:str|None='openai', # Pretrained tag or weights file for `arch`
+                   arch=None, # CLIP architecture name or open_clip model; default `dls.clip_arch` (`fewshot_dls(path, arch)`), else 'ViT-B-16'
+                   pretrained:str|None='auto', # Weights of `arch`: a tag, a file, 'auto' (its default ones: `resolve_pretrained`), 'random'
                    templates=None, # Zero-shot template(s); None: the official ones of the dataset (`adapter_templates`)
                    views:int=10, # Augmented views of each training image (official: 10); 0: the un-augmented view
                    crop_scale=(0.5, 1.), # Area range of the views' random crops (official: 0.5-1); None: the DataLoaders'
@@ -279,16 +269,16 @@ def proker_learner(dls, # DataLoaders: few-shot training and validation images; 
                    **kwargs):
     ("A `Learner` whose model is ProKeR's regression on the training images of `dls`, solved at the "
      "β, λ transferred from ImageNet; `fit_proker` searches them on `dls.valid`")
-    templates = adapter_templates(_dataset(dls)) if templates is None else templates
+    templates = adapter_templates(dls_dataset(dls)) if templates is None else templates
     learn = clip_learner(dls, partial(ProKeRModel, templates=templates, scale=scale), arch,
                          pretrained, method='proker', splitter=_no_grad_fit, **kwargs)
     m = unwrap(learn.model)
-    v, y = train_views(m, dls.train, views, crop_scale, partial(_autocast, learn))
+    v, y = train_views(m, dls.train, views, crop_scale, partial(feature_autocast, learn))
     v, y = v.float().to(m.text.device), y.to(m.text.device)
     shots = (getattr(dls, 'fewshot', None) or {}).get('shots') or 1
     m.set_cache(F.normalize(v, dim=-1).flatten(0, 1), y.repeat(len(v)), *proker_hypers(shots))
-    learn.proker_grid = proker_grid(_dataset(dls))
-    _record(learn, views=views)
+    learn.proker_grid = proker_grid(dls_dataset(dls))
+    add_summary(learn, views=views)
     return learn
 
 @patch
@@ -305,8 +295,8 @@ def fit_proker(self:Learner, n_epoch:int=1, # Ignored: ProKeR trains nothing
         gb, gl = getattr(self, 'proker_grid', None) or proker_grid()
         beta, lmbda, acc = search_proker(m, *valid_features(self), betas or gb, lmbdas or gl)
         m.fit_coef(beta, lmbda)
-        _record(self, accuracy=acc, stopped=None)
-    _record(self, beta=m.beta.item(), lmbda=m.lmbda.item(), epochs=0, iterations=0)
+        add_summary(self, accuracy=acc, stopped=None)
+    add_summary(self, beta=m.beta.item(), lmbda=m.lmbda.item(), epochs=0, iterations=0)
 
 # %% ../nbs/13c_heads2.ipynb #aa37d198
 register_method(Method('proker', 'ProKeR', ProKeRModel, proker_learner, kind='head',
