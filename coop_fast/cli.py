@@ -11,6 +11,7 @@ from pathlib import Path
 from fastcore.script import call_parse, anno_parser, Param
 import coop_fast
 from .base import write_atomic, write_text, check_int, check_num, check_choice, precisions, half_weights
+from .methods import method_names  # no PyTorch: the method table's names
 
 # %% auto #0
 __all__ = ['commands', 'user_errors', 'positions', 'subsamples', 'command', 'overview', 'main', 'run_cli', 'parse_classnames',
@@ -355,13 +356,15 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     if class_token_position is not None:
         _check_choice('class_token_position', class_token_position, positions)
     _check_choice('precision', precision, precisions)
+    given = dict(n_ctx=n_ctx, ctx_init=ctx_init, csc=csc,
+                 class_token_position=class_token_position)
+    method_kwargs(method_names(method), hp, **given)  # the names, before PyTorch is imported
     store = feature_store_opt(feature_store, no_feature_store)
     from coop_fast.methods import get_method  # imports PyTorch: after the checks that need none
     from coop_fast.clip import resolve_pretrained
     set_threads(threads)
     m = get_method(method)
-    opts = method_kwargs(m, hp, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc,
-                         class_token_position=class_token_position)
+    opts = method_kwargs(m, hp, **given)
     out, quiet = _out_file(out), quiet or json  # JSON on stdout: no bars or tables there
     ckpt, rec_file = out.with_suffix('.ckpt.safetensors'), out.with_suffix('.json')
     kind, src = _source(source, root)
@@ -733,14 +736,14 @@ def _kv(s:str|None, name:str) -> dict|None:
     return dict(p.split('=', 1) for p in s.split(','))
 
 @command
-def cli_sweep(datasets:str, # Benchmark datasets, comma-separated, e.g. EuroSAT,DescribableTextures (under --root)
+def cli_sweep(datasets:str, # Benchmark datasets (under --root) or image folders (paths), comma-separated, e.g. EuroSAT,DescribableTextures or ./emoji
               root:str='data', # Data root of the datasets
               shots:str='1,2,4,8,16', # Shots per class, comma-separated
               seeds:str='1,2,3', # Seeds, comma-separated
               methods:str='coop', # Methods, comma-separated (coop-fast methods lists them); each method's runs go to OUT/METHOD/
               out:str='runs', # Folder for the prompt files and result records
               train_args:str='', # Options for every coop-fast train, e.g. '--arch ViT-B-16 --pretrained openai'
-              eval_on:str=None, # Datasets to test every learned prompt on as it is (cross-dataset transfer), comma-separated
+              eval_on:str=None, # Datasets or folders to test every learned prompt on as it is (cross-dataset transfer), comma-separated
               executor:str='local', # local: this machine, one run per GPU at a time; slurm: a Slurm job array through submitit
               gpus:str=None, # local: the GPUs to use, a number or comma-separated ids; default all
               partition:str=None, # slurm: partition; default the cluster's
@@ -762,6 +765,7 @@ def cli_sweep(datasets:str, # Benchmark datasets, comma-separated, e.g. EuroSAT,
              ) -> int:
     "Run the grid of training runs (datasets x shots x seeds x methods) here or on Slurm; resume it; gather the results"
     _check_choice('executor', executor, ('local', 'slurm'))
+    for m in _csv(methods, 'methods'): method_names(m)  # before PyTorch is imported
     for k, v in dict(time=time, cpus=cpus, max_parallel=max_parallel).items(): _check_int(k, v)
     _check_int('gpus_per_task', gpus_per_task, lo=0)
     if feature_store is not None and no_feature_store:
