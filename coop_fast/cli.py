@@ -10,14 +10,15 @@ from json import dumps as _dumps
 from pathlib import Path
 from fastcore.script import call_parse, anno_parser, Param
 import coop_fast
-from .base import write_atomic, write_text, check_int, check_num, check_choice, precisions, half_weights
+from .base import (write_atomic, write_text, check_int, check_num, check_choice, precisions,
+                            half_weights, name_list)
 from .methods import method_names  # no PyTorch: the method table's names
 
 # %% auto #0
 __all__ = ['commands', 'user_errors', 'positions', 'subsamples', 'command', 'overview', 'main', 'run_cli', 'parse_classnames',
-           'save_fig', 'default_threads', 'threaded', 'set_threads', 'feature_store_opt', 'parse_hp', 'method_kwargs',
-           'cli_train', 'cli_eval', 'cli_predict', 'cli_results', 'cli_methods', 'cli_demo', 'cli_bake', 'cli_export',
-           'cli_serve', 'cli_sweep']
+           'apply_classnames', 'save_fig', 'default_threads', 'threaded', 'set_threads', 'feature_store_opt',
+           'parse_hp', 'method_kwargs', 'cli_train', 'cli_eval', 'cli_predict', 'cli_results', 'cli_methods',
+           'cli_demo', 'cli_bake', 'cli_export', 'cli_serve', 'cli_sweep']
 
 # %% ../nbs/09_cli.ipynb #1b080971
 commands = {}  # subcommand name -> its `call_parse` function
@@ -137,6 +138,24 @@ def parse_classnames(arg:str|None) -> list|None:
         raise ValueError(f"--classnames {what} repeats {', '.join(map(repr, dups))}.")
     return names
 
+# %% ../nbs/09_cli.ipynb #cf8d45f9
+def apply_classnames(given:list|None, # `parse_classnames` of `--classnames`
+                     classes:list, # The class names it applies to: the data's or the prompt's
+                     what:str='the classes', # `classes`, in the error message
+                    ) -> list|None:
+    "The class names `--classnames` gives for `classes`: its list, or, when every entry is `name=text`, `classes` with those renamed and the rest as they are"
+    if given is None or not all('=' in n for n in given): return given
+    ren = {a.strip(): b.strip() for a, _, b in (n.partition('=') for n in given)}
+    if bad := [f"{a}={b}" for a, b in ren.items() if not a or not b]:
+        raise ValueError(f"--classnames entry {bad[0]!r} has an empty side; give name=text.")
+    if bad := [a for a in ren if a not in classes]:
+        raise ValueError(f"--classnames renames {name_list(bad)}, not among {what} "
+                         f"({name_list(classes)}).")
+    res = [ren.get(c, c) for c in classes]
+    if dups := sorted({n for n in res if res.count(n) > 1}):
+        raise ValueError(f"--classnames renames a class to {name_list(dups)}, which another has.")
+    return res
+
 # %% ../nbs/09_cli.ipynb #30cb3c6e
 def _source(source:str, root:str|None) -> tuple:
     "('dataset', name) or ('folder', path) for the data argument `source`"
@@ -208,6 +227,7 @@ def _load(prompt, names=None, device=None, precision='fp32'):
     from fastai.torch_core import set_seed
     from coop_fast.export import read_prompt, load_prompt
     info = read_prompt(prompt)[1]
+    names = apply_classnames(names, info['classnames'], "the prompt's classes")
     seed = info['summary'].get('seed')
     if info['pretrained'] is None and isinstance(seed, int): set_seed(seed)
     fix = ("Copy the weights into open_clip's cache (~/.cache/huggingface) from a machine with "
@@ -302,6 +322,11 @@ def _check_data(kind, src, root, shots, seed, bs, test_pct, subsample) -> bool:
                       "validation accuracy.")
     check_images(list((test or dls.valid).items))
     return test is not None
+
+def _tty() -> bool:
+    "Whether standard output is a terminal: progress bars only there (piped or redirected, the table of epochs is plain lines)"
+    try: return sys.stdout.isatty()
+    except (AttributeError, ValueError): return False
 
 def _check_unfinished(ckpt, resume):
     "Refuse to start over a checkpoint of an unfinished run unless `resume`"
@@ -402,7 +427,9 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
                   method=m.name, shots=shots, seed=seed, arch=arch, pretrained=weights, bs=bs,
                   precision=precision, feature_cache=feature_cache, **opts)
     if m.fit is not None:
-        with (learn.no_bar() if quiet else nullcontext()), \
+        from coop_fast.learner import LogEvery
+        with (learn.no_bar() if quiet or not _tty() else nullcontext()), \
+             (learn.added_cbs(LogEvery(1)) if not quiet and not _tty() else nullcontext()), \
              (learn.no_logging() if quiet else nullcontext()), warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='Training stopped at epoch')  # reported below, as the error
             learn.fit_resumable(epochs, ckpt.name, resume=resume, config=config, verbose=True,
@@ -460,6 +487,10 @@ def _eval_data(kind, src, root, split, subsample, test_pct):
 def _prompted(classnames, prompt_classes, info, items) -> tuple:
     "The class names to prompt, which the data's classes are matched to, and the renaming of data classes `data=text` entries give"
     given = parse_classnames(classnames)
+    if given is not None and all('=' in n for n in given):  # renames of some of the data's classes
+        data = sorted({c for _, c in items})
+        names = apply_classnames(given, data, "the data's classes")
+        return names, dict(zip(data, names)), '--classnames'
     if given is not None:
         parts = [n.partition('=') for n in given]
         return [b.strip() if eq else a for a, eq, b in parts], \

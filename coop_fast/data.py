@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #457a7cd6
 from __future__ import annotations
-import math, random, warnings, operator
+import io, math, random, warnings, operator
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
@@ -27,8 +27,9 @@ from .prompt import clean_classname
 
 # %% auto #0
 __all__ = ['image_exts', 'split_folders', 'fake_images', 'image_files', 'folder_items', 'folder_splits', 'fewshot_items',
-           'holdout', 'split_items', 'check_images', 'load_rgb', 'LoadRGB', 'get_pre', 'clip_resize', 'ClipCrop',
-           'seeded', 'FewShotDL', 'FewShotDataLoaders', 'fewshot_dls', 'eval_dl', 'class_index', 'dl_vocab', 'relabel']
+           'holdout', 'split_items', 'check_images', 'to_rgb', 'load_rgb', 'LoadRGB', 'get_pre', 'clip_resize',
+           'ClipCrop', 'seeded', 'FewShotDL', 'FewShotDataLoaders', 'fewshot_dls', 'eval_dl', 'class_index', 'dl_vocab',
+           'relabel']
 
 # %% ../nbs/02_data.ipynb #219199c7
 def fake_images(path, # Folder to write `path/<class>/<i>.<ext>` into
@@ -214,11 +215,20 @@ def check_images(paths:list, # Image files
     if bad: raise ValueError(f"{len(bad)} image file(s) cannot be read: " + '; '.join(bad[:5])
                              + (' ...' if len(bad) > 5 else '') + ". Remove or replace them.")
 
+def to_rgb(im:Image.Image) -> Image.Image:
+    "PIL image `im` in RGB; a transparent one composited on white, as a viewer shows it (not its hidden colours)"
+    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in im.info:
+        im = im.convert('RGBA')
+        return Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), im).convert('RGB')
+    return im.convert('RGB')
+
 def load_rgb(fn) -> PILImage:
-    "Open `fn` (a file, bytes, array or image) as an RGB `PILImage`; an unreadable file raises an error naming it"
+    "Open `fn` (a file, bytes, array or image) as an RGB `PILImage` (`to_rgb`: transparency on white); an unreadable file raises an error naming it"
     try:
         if isinstance(fn, np.ndarray): fn = Image.fromarray(fn)
-        return PILImage(fn.convert('RGB')) if isinstance(fn, Image.Image) else PILImage.create(fn)
+        if isinstance(fn, bytes): fn = io.BytesIO(fn)
+        if isinstance(fn, Image.Image): return PILImage(to_rgb(fn))
+        with Image.open(fn) as im: return PILImage(to_rgb(im))
     except Exception as e:
         raise ValueError("Cannot read image "
                          f"{fn if isinstance(fn, (str, Path)) else type(fn).__name__}: "

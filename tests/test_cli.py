@@ -176,3 +176,12 @@ def test_demo(tmp_path):
     assert tensors['prompt_learner.ctx'].shape == (16, 64) and info['arch'] == 'coop-tiny' and info['summary']['task'] == 'digits'
     code, _, err = run('demo', '--task', 'cifar')
     assert code == 2 and "Unknown task 'cifar'" in err
+
+def test_piped_output_has_no_bars(imgs, tmp_path):
+    "Standard output piped (not a terminal): no progress bars, one plain row per epoch after the header"
+    r = cli('train', imgs, '--shots', 2, '--epochs', 3, '--out', tmp_path/'p.safetensors', *[a for a in TINY if a != '--quiet'])
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert '\r' not in r.stdout and not [l for l in lines if '|' in l or '<' in l], r.stdout  # a bar: 'Epoch 1/3 : |███| 100.00% [1/1 00:00<00:00]'
+    assert lines[0].split() == ['epoch', 'train_loss', 'valid_loss', 'accuracy', 'time'], lines
+    assert [l.split()[0] for l in lines[1:4]] == ['0', '1', '2'] and lines[4].startswith('CoOp (M=4, end) on imgs'), lines
