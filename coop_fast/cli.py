@@ -311,6 +311,16 @@ def _train_dls(kind, src, root, pre, shots, seed, bs, test_pct, subsample, worke
                          "dataset name and --root.")
     return fewshot_dls(src, pre, shots, seed, test_pct=test_pct, **kw)
 
+def _once(seen:set, f, *args, **kwargs):
+    "`f(*args, **kwargs)`, showing each warning whose message is not in `seen` yet (and adding it): the data's warnings once, though the split is made twice"
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        res = f(*args, **kwargs)
+    for w in ws:
+        if (m := str(w.message)) not in seen:
+            seen.add(m); warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return res
+
 def _check_data(kind, src, root, shots, seed, bs, test_pct, subsample) -> bool:
     "Check the few-shot split that training will make, and its images, before any weights are loaded; whether it has a test set"
     from coop_fast.clip import ClipPre
@@ -398,7 +408,8 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     device, weights = _check_device(device), resolve_pretrained(arch, pretrained)
     if m.fit is not None: _check_unfinished(ckpt, resume)
     t0 = time.time()
-    has_test = _check_data(kind, src, root, shots, seed, bs, test_pct, subsample)
+    seen = set()  # the data's warnings, shown once
+    has_test = _once(seen, _check_data, kind, src, root, shots, seed, bs, test_pct, subsample)
 
     from fastai.torch_core import set_seed
     from coop_fast.data import folder_splits
@@ -410,8 +421,8 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
           "or give a weights file: --pretrained FILE."
     clip = _load_clip(arch, weights, device, precision if precision in half_weights else 'fp32',
                       fix)
-    dls = _train_dls(kind, src, root, clip, shots, seed, bs, test_pct, subsample, workers, device,
-                     check=False)
+    dls = _once(seen, _train_dls, kind, src, root, clip, shots, seed, bs, test_pct, subsample,
+                workers, device, check=False)
     test_dl, split = (dls.test, 'test') if has_test else (dls.valid, 'valid')
     set_seed(seed)
     learn = m.learner(dls, clip_model=clip,

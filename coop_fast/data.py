@@ -26,10 +26,10 @@ from .clip import ClipPre, clip_pre, arch_pre
 from .prompt import clean_classname
 
 # %% auto #0
-__all__ = ['image_exts', 'split_folders', 'fake_images', 'image_files', 'folder_items', 'folder_splits', 'fewshot_items',
-           'holdout', 'split_items', 'check_images', 'to_rgb', 'load_rgb', 'LoadRGB', 'get_pre', 'clip_resize',
-           'ClipCrop', 'seeded', 'FewShotDL', 'FewShotDataLoaders', 'fewshot_dls', 'eval_dl', 'class_index', 'dl_vocab',
-           'relabel']
+__all__ = ['image_exts', 'split_folders', 'fake_images', 'image_files', 'folder_class', 'folder_items', 'folder_splits',
+           'fewshot_items', 'holdout', 'split_items', 'check_images', 'to_rgb', 'load_rgb', 'LoadRGB', 'get_pre',
+           'clip_resize', 'ClipCrop', 'seeded', 'FewShotDL', 'FewShotDataLoaders', 'fewshot_dls', 'eval_dl',
+           'class_index', 'dl_vocab', 'relabel']
 
 # %% ../nbs/02_data.ipynb #219199c7
 def fake_images(path, # Folder to write `path/<class>/<i>.<ext>` into
@@ -66,16 +66,23 @@ def _check_dir(path, what='Image folder'):
     if not path.is_dir(): raise NotADirectoryError(f"{what} {path} is not a folder.")
     return path
 
+def folder_class(name:str) -> str:
+    "The class name of class folder `name`: `_` read as a space (`sea_lion/` holds 'sea lion'), as the benchmark readers and CoOp's prompts read it"
+    return ' '.join(str(name).replace('_', ' ').split())
+
 def folder_items(path, # Folder with one sub-folder of images per class
                 ) -> tuple[list, list]:
-    "(image path, class name) pairs in `path`, and the class names (sorted); empty class folders are skipped with a warning"
+    "(image path, class name) pairs in `path`, and the class names (sorted; `folder_class` of the folders' names); empty class folders are skipped with a warning"
     path = _check_dir(path)
     classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith('.'))
-    items, empty = [], []
+    items, empty, seen = [], [], {}
     for c in classes:
+        if (o := seen.setdefault(folder_class(c), c)) != c:
+            raise ValueError(f"Class folders {o!r} and {c!r} of {path} are both class "
+                             f"{folder_class(c)!r} (`_` reads as a space): merge or rename one.")
         fs = image_files(path/c)
         if not fs: empty.append(c)
-        items += [(f, c) for f in fs]
+        items += [(f, folder_class(c)) for f in fs]
     if not classes:
         loose = ' It has images at the top level: put them in one sub-folder per class.' if image_files(path) else ''
         raise ValueError(f"{path} has no class sub-folders (one sub-folder of "
@@ -83,7 +90,7 @@ def folder_items(path, # Folder with one sub-folder of images per class
     if empty:
         warnings.warn(f"Skipping {len(empty)} class folder(s) of {path} with "
                       f"no images: {_names(empty)}.", stacklevel=2)
-    return items, [c for c in classes if c not in empty]
+    return items, sorted(folder_class(c) for c in classes if c not in empty)
 
 def _names(xs, n=10):
     return ', '.join(repr(str(x)) for x in list(xs)[:n]) + (f' and {len(xs)-n} more'
@@ -326,11 +333,11 @@ class _Label(Transform):
     def encodes(self, p):
         p = Path(p)
         if (c := self.d.get(p)) is not None: return c
-        if p.parent.name not in self.classes:
+        if (c := folder_class(p.parent.name)) not in self.classes:
             raise ValueError(f"No label for {p}: it is not one of the DataLoaders' images, and its "
                              f"folder {p.parent.name!r} is not a class "
                              f"({name_list(sorted(self.classes))}).")
-        return p.parent.name
+        return c
 
 def _pairs(src, vocab, what, split='all'):
     "(Path, class name) pairs from a folder (its split `split` if it has split folders) or from (path, label) pairs"

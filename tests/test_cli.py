@@ -185,3 +185,13 @@ def test_piped_output_has_no_bars(imgs, tmp_path):
     assert '\r' not in r.stdout and not [l for l in lines if '|' in l or '<' in l], r.stdout  # a bar: 'Epoch 1/3 : |███| 100.00% [1/1 00:00<00:00]'
     assert lines[0].split() == ['epoch', 'train_loss', 'valid_loss', 'accuracy', 'time'], lines
     assert [l.split()[0] for l in lines[1:4]] == ['0', '1', '2'] and lines[4].startswith('CoOp (M=4, end) on imgs'), lines
+
+def test_data_warnings_once(tmp_path):
+    "The data's warnings are printed once, though training makes the split twice (checked before the weights load, then with them)"
+    d = fake_images(tmp_path/'few', n={'cat': 3, 'dog': 10, 'bird': 10})
+    (d/'empty').mkdir()
+    code, out, err = run('train', d, '--shots', 4, '--epochs', 1, '--test_pct', 0, '--out', tmp_path/'p.safetensors', *TINY)
+    assert code == 0, err
+    ws = [l for l in err.splitlines() if l.startswith('coop-fast: warning:')]
+    assert len(ws) == 4 and len(set(ws)) == 4, err
+    assert any("fewer images than shots=4" in w for w in ws) and any("'empty'" in w for w in ws), err
