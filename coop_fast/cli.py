@@ -371,7 +371,7 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
               feature_cache:int=None, # Cache the frozen image features: N augmented views per image (0: the plain view); default off
               subsample:str='all', # Classes of a benchmark dataset: all, base (first half) or new (second half)
               test_pct:float=0.2, # Share of each class held out as test set, for a folder without test/
-              workers:int=None, # DataLoader worker processes; default fastai's (the results do not depend on it)
+              workers:int=None, # DataLoader worker processes; default none below 320 images per pass, else fastai's (the results do not depend on it)
               threads:int=None, # PyTorch CPU threads; default half the CPUs (the results do not depend on it)
               device:str=None, # Device: cpu, cuda, cuda:1, ...; default the GPU if there is one
               resume:bool=False, # Continue the interrupted run whose checkpoint is next to OUT
@@ -532,7 +532,7 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
              subsample:str='all', # Classes of a benchmark dataset: all, base or new
              test_pct:float=0.2, # Share of each class held out as test set, for a folder without test/ (as in training)
              bs:int=64, # Batch size
-             workers:int=None, # DataLoader worker processes; default fastai's
+             workers:int=None, # DataLoader worker processes; default none below 320 images, else fastai's
              threads:int=None, # PyTorch CPU threads; default half the CPUs
              device:str=None, # Device; default the GPU if there is one
              precision:str='fp32', # fp32; autocast fp16 or bf16; half-precision weights pure_fp16 or pure_bf16

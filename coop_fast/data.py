@@ -11,7 +11,7 @@ import numpy as np, torch
 from PIL import Image
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
-from fastcore.basics import store_attr
+from fastcore.basics import store_attr, defaults
 from fastcore.foundation import L
 from fastcore.meta import delegates
 from fastai.data.block import DataBlock, CategoryBlock, TransformBlock
@@ -26,10 +26,10 @@ from .clip import ClipPre, clip_pre, arch_pre
 from .prompt import clean_classname
 
 # %% auto #0
-__all__ = ['image_exts', 'split_folders', 'fake_images', 'image_files', 'folder_class', 'folder_items', 'folder_splits',
-           'fewshot_items', 'holdout', 'split_items', 'check_images', 'to_rgb', 'load_rgb', 'LoadRGB', 'get_pre',
-           'clip_resize', 'ClipCrop', 'seeded', 'FewShotDL', 'FewShotDataLoaders', 'fewshot_dls', 'eval_dl',
-           'class_index', 'dl_vocab', 'relabel']
+__all__ = ['image_exts', 'split_folders', 'few_images', 'fake_images', 'image_files', 'folder_class', 'folder_items',
+           'folder_splits', 'fewshot_items', 'holdout', 'split_items', 'check_images', 'to_rgb', 'load_rgb', 'LoadRGB',
+           'get_pre', 'clip_resize', 'ClipCrop', 'seeded', 'FewShotDL', 'auto_workers', 'FewShotDataLoaders',
+           'fewshot_dls', 'eval_dl', 'class_index', 'dl_vocab', 'relabel']
 
 # %% ../nbs/02_data.ipynb #219199c7
 def fake_images(path, # Folder to write `path/<class>/<i>.<ext>` into
@@ -312,6 +312,14 @@ class FewShotDL(TfmdDL):
         with seeded(getattr(self, 'pass_seed', 0) ^ ((s or 0) * 0x9E3779B97F4A7C15 % 2**62)):
             return super().do_item(s)
 
+# %% ../nbs/02_data.ipynb #b2e433a7
+few_images = 320  # Images per pass below which a DataLoader loads in its own process (benchmarks/workers.py: the cross-over)
+
+def auto_workers(n:int, # Images per pass of the DataLoader
+                ) -> int:
+    "DataLoader worker processes for `n` images: none below `few_images` (starting them costs more than they save), else fastai's default"
+    return 0 if n < few_images else min(16, defaults.cpus)
+
 # %% ../nbs/02_data.ipynb #c4f889cc
 class FewShotDataLoaders(DataLoaders):
     "fastai `DataLoaders` with a labelled test set as `test` (`dls[2]`) and the split's description as `fewshot`"
@@ -450,9 +458,12 @@ def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test f
     dblock = _dblock(pre, train + val + test, vocab, flip, scale)
     dblock.splitter = lambda o: splits
     kwargs.setdefault('drop_last', len(train) >= bs)
+    auto = kwargs.pop('num_workers', None) is None
     dls = dblock.dataloaders([p for p, _ in train + val + test], bs=bs,
                              path='.' if path is None else path, dl_type=FewShotDL, **kwargs)
     dls = FewShotDataLoaders(*dls.loaders, path=dls.path, device=getattr(dls, '_device', None))
+    if auto:
+        for dl in dls.loaders: dl.fake_l.num_workers = auto_workers(len(dl.dataset))
     dls.clip_pre, dls.clip_arch = pre, arch
     dls.augment = any(isinstance(t, FlipItem) or (isinstance(t, ClipCrop) and t.scale is not None)
                       for t in dblock.item_tfms)
@@ -466,7 +477,7 @@ def eval_dl(source, # Image folder (class sub-folders, or split folders), or (im
             vocab:list|None=None, # Class names in label order; default: sorted class (folder) names
             split:str='test', # Split of a folder with train/ val/ test/ folders ('all': every one)
             bs:int=64, # Batch size
-            num_workers:int|None=None, # Loader processes; default fastai's (one per CPU, up to 16)
+            num_workers:int|None=None, # Loader processes; default `auto_workers` of its number of images
             device=None, # Device of the batches; default fastai's `default_device()`
             **kwargs # Passed to `TfmdDL`
            ) -> TfmdDL:
@@ -486,6 +497,7 @@ def eval_dl(source, # Image folder (class sub-folders, or split folders), or (im
     dblock.splitter = lambda o: [[0], list(range(len(o)))]  # fastai sets pipelines up on the first training item
     dsets = dblock.datasets([p for p, _ in items])
     if device is None: device = default_device()
+    if num_workers is None: num_workers = auto_workers(len(items))
     return FewShotDL(dsets.valid, bs=bs, num_workers=num_workers, device=device,
                      after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kwargs)
 
