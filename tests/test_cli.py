@@ -195,3 +195,20 @@ def test_data_warnings_once(tmp_path):
     ws = [l for l in err.splitlines() if l.startswith('coop-fast: warning:')]
     assert len(ws) == 4 and len(set(ws)) == 4, err
     assert any("fewer images than shots=4" in w for w in ws) and any("'empty'" in w for w in ws), err
+
+def test_transparent_images_on_white(imgs, tmp_path):
+    "An RGBA image is predicted as the same image composited on white (training reads it the same way), not as its hidden colours"
+    import numpy as np
+    from PIL import Image
+    ok('train', imgs, '--shots', 2, '--epochs', 1, '--out', tmp_path/'p.safetensors', *TINY)
+    px = np.asarray(Image.open(imgs/'cat/0.jpg').convert('RGBA')).copy()
+    px[:, : px.shape[1] // 2, 3] = 0; px[:, : px.shape[1] // 2, :3] = 0  # left half transparent, black underneath
+    Image.fromarray(px, 'RGBA').save(tmp_path/'rgba.png')
+    white = px.copy(); white[:, : px.shape[1] // 2, :3] = 255
+    Image.fromarray(white[..., :3]).save(tmp_path/'white.png')
+    Image.fromarray(px[..., :3]).save(tmp_path/'black.png')
+    probs = {n: json.loads(ok('predict', tmp_path/'p.safetensors', tmp_path/f'{n}.png', '--probs', '--json', '--device', 'cpu'))[0]
+             for n in ('rgba', 'white', 'black')}
+    cls = ['bird', 'cat', 'dog']
+    assert all(abs(probs['rgba'][c] - probs['white'][c]) < 1e-6 for c in cls), probs
+    assert max(abs(probs['rgba'][c] - probs['black'][c]) for c in cls) > 1e-4, probs  # the test can tell them apart
