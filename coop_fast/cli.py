@@ -10,13 +10,15 @@ from json import dumps as _dumps
 from pathlib import Path
 from fastcore.script import call_parse, anno_parser, Param
 import coop_fast
-from .base import write_atomic, write_text, check_int, check_num, check_choice, precisions, half_weights
+from .base import (write_atomic, write_text, check_int, check_num, check_choice, precisions,
+                            half_weights, name_list)
+from .methods import method_names  # no PyTorch: the method table's names
 
 # %% auto #0
 __all__ = ['commands', 'user_errors', 'positions', 'subsamples', 'command', 'overview', 'main', 'run_cli', 'parse_classnames',
-           'save_fig', 'default_threads', 'threaded', 'set_threads', 'feature_store_opt', 'parse_hp', 'method_kwargs',
-           'cli_train', 'cli_eval', 'cli_predict', 'cli_results', 'cli_methods', 'cli_demo', 'cli_bake', 'cli_export',
-           'cli_serve', 'cli_sweep']
+           'apply_classnames', 'save_fig', 'default_threads', 'threaded', 'set_threads', 'feature_store_opt',
+           'parse_hp', 'method_kwargs', 'cli_train', 'cli_eval', 'cli_predict', 'cli_results', 'cli_methods',
+           'cli_demo', 'cli_bake', 'cli_export', 'cli_serve', 'cli_sweep']
 
 # %% ../nbs/09_cli.ipynb #1b080971
 commands = {}  # subcommand name -> its `call_parse` function
@@ -136,6 +138,24 @@ def parse_classnames(arg:str|None) -> list|None:
         raise ValueError(f"--classnames {what} repeats {', '.join(map(repr, dups))}.")
     return names
 
+# %% ../nbs/09_cli.ipynb #cf8d45f9
+def apply_classnames(given:list|None, # `parse_classnames` of `--classnames`
+                     classes:list, # The class names it applies to: the data's or the prompt's
+                     what:str='the classes', # `classes`, in the error message
+                    ) -> list|None:
+    "The class names `--classnames` gives for `classes`: its list, or, when every entry is `name=text`, `classes` with those renamed and the rest as they are"
+    if given is None or not all('=' in n for n in given): return given
+    ren = {a.strip(): b.strip() for a, _, b in (n.partition('=') for n in given)}
+    if bad := [f"{a}={b}" for a, b in ren.items() if not a or not b]:
+        raise ValueError(f"--classnames entry {bad[0]!r} has an empty side; give name=text.")
+    if bad := [a for a in ren if a not in classes]:
+        raise ValueError(f"--classnames renames {name_list(bad)}, not among {what} "
+                         f"({name_list(classes)}).")
+    res = [ren.get(c, c) for c in classes]
+    if dups := sorted({n for n in res if res.count(n) > 1}):
+        raise ValueError(f"--classnames renames a class to {name_list(dups)}, which another has.")
+    return res
+
 # %% ../nbs/09_cli.ipynb #30cb3c6e
 def _source(source:str, root:str|None) -> tuple:
     "('dataset', name) or ('folder', path) for the data argument `source`"
@@ -207,6 +227,7 @@ def _load(prompt, names=None, device=None, precision='fp32'):
     from fastai.torch_core import set_seed
     from coop_fast.export import read_prompt, load_prompt
     info = read_prompt(prompt)[1]
+    names = apply_classnames(names, info['classnames'], "the prompt's classes")
     seed = info['summary'].get('seed')
     if info['pretrained'] is None and isinstance(seed, int): set_seed(seed)
     fix = ("Copy the weights into open_clip's cache (~/.cache/huggingface) from a machine with "
@@ -304,6 +325,16 @@ def _train_dls(kind, src, root, pre, shots, seed, bs, test_pct, subsample, worke
                          "dataset name and --root.")
     return fewshot_dls(src, pre, shots, seed, test_pct=test_pct, **kw)
 
+def _once(seen:set, f, *args, **kwargs):
+    "`f(*args, **kwargs)`, showing each warning whose message is not in `seen` yet (and adding it): the data's warnings once, though the split is made twice"
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        res = f(*args, **kwargs)
+    for w in ws:
+        if (m := str(w.message)) not in seen:
+            seen.add(m); warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return res
+
 def _check_data(kind, src, root, shots, seed, bs, test_pct, subsample) -> bool:
     "Check the few-shot split that training will make, and its images, before any weights are loaded; whether it has a test set"
     from coop_fast.clip import ClipPre
@@ -315,6 +346,11 @@ def _check_data(kind, src, root, shots, seed, bs, test_pct, subsample) -> bool:
                       "validation accuracy.")
     check_images(list((test or dls.valid).items))
     return test is not None
+
+def _tty() -> bool:
+    "Whether standard output is a terminal: progress bars only there (piped or redirected, the table of epochs is plain lines)"
+    try: return sys.stdout.isatty()
+    except (AttributeError, ValueError): return False
 
 def _check_unfinished(ckpt, resume):
     "Refuse to start over a checkpoint of an unfinished run unless `resume`"
@@ -349,7 +385,7 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
               feature_cache:int=None, # Cache the frozen image features: N augmented views per image (0: the plain view); default off
               subsample:str='all', # Classes of a benchmark dataset: all, base (first half) or new (second half)
               test_pct:float=0.2, # Share of each class held out as test set, for a folder without test/
-              workers:int=None, # DataLoader worker processes; default fastai's (the results do not depend on it)
+              workers:int=None, # DataLoader worker processes; default none below 320 images per pass, else fastai's (the results do not depend on it)
               threads:int=None, # PyTorch CPU threads; default half the CPUs (the results do not depend on it)
               device:str=None, # Device: cpu, cuda, cuda:1, ...; default the GPU if there is one
               resume:bool=False, # Continue the interrupted run whose checkpoint is next to OUT
@@ -369,13 +405,15 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     if class_token_position is not None:
         _check_choice('class_token_position', class_token_position, positions)
     _check_choice('precision', precision, precisions)
+    given = dict(n_ctx=n_ctx, ctx_init=ctx_init, csc=csc,
+                 class_token_position=class_token_position)
+    method_kwargs(method_names(method), hp, **given)  # the names, before PyTorch is imported
     store = feature_store_opt(feature_store, no_feature_store)
     from coop_fast.methods import get_method  # imports PyTorch: after the checks that need none
     from coop_fast.clip import resolve_pretrained
     set_threads(threads)
     m = get_method(method)
-    opts = method_kwargs(m, hp, n_ctx=n_ctx, ctx_init=ctx_init, csc=csc,
-                         class_token_position=class_token_position)
+    opts = method_kwargs(m, hp, **given)
     out, quiet = _out_file(out), quiet or json  # JSON on stdout: no bars or tables there
     ckpt, rec_file = out.with_suffix('.ckpt.safetensors'), out.with_suffix('.json')
     kind, src = _source(source, root)
@@ -384,7 +422,8 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
     device, weights = _check_device(device), resolve_pretrained(arch, pretrained)
     if m.fit is not None: _check_unfinished(ckpt, resume)
     t0 = time.time()
-    has_test = _check_data(kind, src, root, shots, seed, bs, test_pct, subsample)
+    seen = set()  # the data's warnings, shown once
+    has_test = _once(seen, _check_data, kind, src, root, shots, seed, bs, test_pct, subsample)
 
     from fastai.torch_core import set_seed
     from coop_fast.data import folder_splits
@@ -396,8 +435,8 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
           "or give a weights file: --pretrained FILE."
     clip = _load_clip(arch, weights, device, precision if precision in half_weights else 'fp32',
                       fix)
-    dls = _train_dls(kind, src, root, clip, shots, seed, bs, test_pct, subsample, workers, device,
-                     check=False)
+    dls = _once(seen, _train_dls, kind, src, root, clip, shots, seed, bs, test_pct, subsample,
+                workers, device, check=False)
     test_dl, split = (dls.test, 'test') if has_test else (dls.valid, 'valid')
     set_seed(seed)
     learn = m.learner(dls, clip_model=clip,
@@ -413,7 +452,9 @@ def cli_train(source:str, # Image folder (a sub-folder of images per class, or t
                   method=m.name, shots=shots, seed=seed, arch=arch, pretrained=weights, bs=bs,
                   precision=precision, feature_cache=feature_cache, **opts)
     if m.fit is not None:
-        with (learn.no_bar() if quiet else nullcontext()), \
+        from coop_fast.learner import LogEvery
+        with (learn.no_bar() if quiet or not _tty() else nullcontext()), \
+             (learn.added_cbs(LogEvery(1)) if not quiet and not _tty() else nullcontext()), \
              (learn.no_logging() if quiet else nullcontext()), warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='Training stopped at epoch')  # reported below, as the error
             learn.fit_resumable(epochs, ckpt.name, resume=resume, config=config, verbose=True,
@@ -474,6 +515,10 @@ def _eval_data(kind, src, root, split, subsample, test_pct):
 def _prompted(classnames, prompt_classes, info, items) -> tuple:
     "The class names to prompt, which the data's classes are matched to, and the renaming of data classes `data=text` entries give"
     given = parse_classnames(classnames)
+    if given is not None and all('=' in n for n in given):  # renames of some of the data's classes
+        data = sorted({c for _, c in items})
+        names = apply_classnames(given, data, "the data's classes")
+        return names, dict(zip(data, names)), '--classnames'
     if given is not None:
         parts = [n.partition('=') for n in given]
         return [b.strip() if eq else a for a, eq, b in parts], \
@@ -540,7 +585,7 @@ def cli_eval(prompt:str, # Prompt file written by `coop-fast train` or `save_pro
              subsample:str='all', # Classes of a benchmark dataset: all, base or new
              test_pct:float=0.2, # Share of each class held out as test set, for a folder without test/ (as in training)
              bs:int=64, # Batch size
-             workers:int=None, # DataLoader worker processes; default fastai's
+             workers:int=None, # DataLoader worker processes; default none below 320 images, else fastai's
              threads:int=None, # PyTorch CPU threads; default half the CPUs
              device:str=None, # Device; default the GPU if there is one
              precision:str='fp32', # fp32; autocast fp16 or bf16; half-precision weights pure_fp16 or pure_bf16
@@ -814,14 +859,14 @@ def _kv(s:str|None, name:str) -> dict|None:
     return dict(p.split('=', 1) for p in s.split(','))
 
 @command
-def cli_sweep(datasets:str, # Benchmark datasets, comma-separated, e.g. EuroSAT,DescribableTextures (under --root)
+def cli_sweep(datasets:str, # Benchmark datasets (under --root) or image folders (paths), comma-separated, e.g. EuroSAT,DescribableTextures or ./emoji
               root:str='data', # Data root of the datasets
               shots:str='1,2,4,8,16', # Shots per class, comma-separated
               seeds:str='1,2,3', # Seeds, comma-separated
               methods:str='coop', # Methods, comma-separated (coop-fast methods lists them); each method's runs go to OUT/METHOD/
               out:str='runs', # Folder for the prompt files and result records
               train_args:str='', # Options for every coop-fast train, e.g. '--arch ViT-B-16 --pretrained openai'
-              eval_on:str=None, # Datasets to test every learned prompt on as it is (cross-dataset transfer), comma-separated
+              eval_on:str=None, # Datasets or folders to test every learned prompt on as it is (cross-dataset transfer), comma-separated
               executor:str='local', # local: this machine, one run per GPU at a time; slurm: a Slurm job array through submitit
               gpus:str=None, # local: the GPUs to use, a number or comma-separated ids; default all
               partition:str=None, # slurm: partition; default the cluster's
@@ -843,6 +888,7 @@ def cli_sweep(datasets:str, # Benchmark datasets, comma-separated, e.g. EuroSAT,
              ) -> int:
     "Run the grid of training runs (datasets x shots x seeds x methods) here or on Slurm; resume it; gather the results"
     _check_choice('executor', executor, ('local', 'slurm'))
+    for m in _csv(methods, 'methods'): method_names(m)  # before PyTorch is imported
     for k, v in dict(time=time, cpus=cpus, max_parallel=max_parallel).items(): _check_int(k, v)
     _check_int('gpus_per_task', gpus_per_task, lo=0)
     if feature_store is not None and no_feature_store:

@@ -4,7 +4,9 @@
 
 # %% ../nbs/00_clip.ipynb #9f9818bf
 from __future__ import annotations
-import os, json, difflib, logging, warnings
+import os, json, socket, difflib, logging, functools, threading, warnings
+from contextlib import contextmanager
+from urllib.parse import urlsplit
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch, open_clip
@@ -16,7 +18,7 @@ from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 # %% auto #0
 __all__ = ['test_archs', 'openai_names', 'clip_weights', 'default_tags', 'autocast_dtypes', 'register_weights',
            'register_weights_file', 'arch_names', 'resolve_arch', 'ClipPre', 'clip_pre', 'WeightsUnavailable',
-           'resolve_pretrained', 'load_clip', 'arch_pre', 'freeze_clip']
+           'resolve_pretrained', 'hub_offline', 'load_clip', 'arch_pre', 'freeze_clip']
 
 # %% ../nbs/00_clip.ipynb #e657ce95
 _cfg_dir = Path(coop_fast.__file__).parent/'model_configs'
@@ -145,6 +147,38 @@ def resolve_pretrained(arch:str, # Architecture name
     raise ValueError(f"CLIP {arch!r} has no default weights: give a pretrained tag ({tags}) or a "
                      "weights file, or 'random' (--pretrained random) for random weights.")
 
+# %% ../nbs/00_clip.ipynb #f1e71b5f
+@functools.cache
+def _answers(host:str, port:int, timeout:float) -> bool:
+    "Whether `host:port` takes a TCP connection within `timeout` s (name lookup included), asked once per process"
+    def connect():
+        try: socket.create_connection((host, port), timeout=timeout).close(); ok.append(True)
+        except OSError: pass
+    ok, t = [], threading.Thread(target=connect, daemon=True)  # a lookup that hangs is left behind
+    t.start(); t.join(timeout)
+    return bool(ok)
+
+def hub_offline(timeout:float=3., # Seconds to wait for the hub's answer
+               ) -> bool:
+    "Whether the model hub cannot be reached: `HF_HUB_OFFLINE` is set, or its host does not answer (looked up once per process, within `timeout` s)"
+    try: from huggingface_hub import constants
+    except ImportError: return False  # open_clip downloads by URL then
+    if constants.HF_HUB_OFFLINE or os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true',
+                                                                                    'yes', 'on'):
+        return True
+    u = urlsplit(constants.ENDPOINT)
+    return not _answers(u.hostname or '', u.port or (443 if u.scheme == 'https' else 80), timeout)
+
+@contextmanager
+def _hub_off(off:bool):
+    "huggingface_hub in offline mode inside the block if `off`: cached weights load, missing ones fail at once, without retries"
+    if not off: yield; return
+    from huggingface_hub import constants
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = old or off
+    try: yield
+    finally: constants.HF_HUB_OFFLINE = old
+
 # %% ../nbs/00_clip.ipynb #7126b847
 def load_clip(arch:str='ViT-B-16', # open_clip or OpenAI architecture name (`'ViT-B-16'`, `'ViT-B/16'`, `'RN50'`, `'coop-tiny'`)
               pretrained:str|None=None, # Tag (`'openai'`), checkpoint file, 'auto' (`resolve_pretrained`), 'random', or None: default or random
@@ -161,7 +195,8 @@ def load_clip(arch:str='ViT-B-16', # open_clip or OpenAI architecture name (`'Vi
     augment = pre.pop('augment', True)
     if device is None: device = 'cuda' if torch.cuda.is_available() else 'cpu'
     try:
-        with _quiet(logging.WARNING if ckpt is None else logging.ERROR):  # random weights are asked for, not a problem
+        with _quiet(logging.WARNING if ckpt is None else logging.ERROR), \
+             _hub_off(bool(ckpt) and not os.path.isfile(ckpt) and hub_offline()):  # random weights are asked for, not a problem
             model = open_clip.create_model(name, pretrained=ckpt, device=device,
                                            precision=precision, force_preprocess_cfg=pre or None)
     except RuntimeError as e:

@@ -4,14 +4,14 @@
 
 # %% ../nbs/02_data.ipynb #457a7cd6
 from __future__ import annotations
-import math, random, warnings, operator
+import io, math, random, warnings, operator
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
-from fastcore.basics import store_attr
+from fastcore.basics import store_attr, defaults
 from fastcore.foundation import L
 from fastcore.meta import delegates
 from fastai.data.block import DataBlock, CategoryBlock, TransformBlock
@@ -26,9 +26,10 @@ from .clip import ClipPre, clip_pre, arch_pre
 from .prompt import clean_classname
 
 # %% auto #0
-__all__ = ['image_exts', 'split_folders', 'fake_images', 'image_files', 'folder_items', 'folder_splits', 'fewshot_items',
-           'holdout', 'split_items', 'check_images', 'load_rgb', 'LoadRGB', 'get_pre', 'clip_resize', 'ClipCrop',
-           'seeded', 'FewShotDL', 'FewShotDataLoaders', 'fewshot_dls', 'eval_dl', 'class_index', 'dl_vocab', 'relabel']
+__all__ = ['image_exts', 'split_folders', 'few_images', 'fake_images', 'image_files', 'folder_class', 'folder_items',
+           'folder_splits', 'fewshot_items', 'holdout', 'split_items', 'check_images', 'to_rgb', 'load_rgb', 'LoadRGB',
+           'get_pre', 'clip_resize', 'ClipCrop', 'seeded', 'FewShotDL', 'auto_workers', 'FewShotDataLoaders',
+           'fewshot_dls', 'eval_dl', 'class_index', 'dl_vocab', 'relabel']
 
 # %% ../nbs/02_data.ipynb #219199c7
 def fake_images(path, # Folder to write `path/<class>/<i>.<ext>` into
@@ -65,16 +66,23 @@ def _check_dir(path, what='Image folder'):
     if not path.is_dir(): raise NotADirectoryError(f"{what} {path} is not a folder.")
     return path
 
+def folder_class(name:str) -> str:
+    "The class name of class folder `name`: `_` read as a space (`sea_lion/` holds 'sea lion'), as the benchmark readers and CoOp's prompts read it"
+    return ' '.join(str(name).replace('_', ' ').split())
+
 def folder_items(path, # Folder with one sub-folder of images per class
                 ) -> tuple[list, list]:
-    "(image path, class name) pairs in `path`, and the class names (sorted); empty class folders are skipped with a warning"
+    "(image path, class name) pairs in `path`, and the class names (sorted; `folder_class` of the folders' names); empty class folders are skipped with a warning"
     path = _check_dir(path)
     classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith('.'))
-    items, empty = [], []
+    items, empty, seen = [], [], {}
     for c in classes:
+        if (o := seen.setdefault(folder_class(c), c)) != c:
+            raise ValueError(f"Class folders {o!r} and {c!r} of {path} are both class "
+                             f"{folder_class(c)!r} (`_` reads as a space): merge or rename one.")
         fs = image_files(path/c)
         if not fs: empty.append(c)
-        items += [(f, c) for f in fs]
+        items += [(f, folder_class(c)) for f in fs]
     if not classes:
         loose = ' It has images at the top level: put them in one sub-folder per class.' if image_files(path) else ''
         raise ValueError(f"{path} has no class sub-folders (one sub-folder of "
@@ -82,7 +90,7 @@ def folder_items(path, # Folder with one sub-folder of images per class
     if empty:
         warnings.warn(f"Skipping {len(empty)} class folder(s) of {path} with "
                       f"no images: {_names(empty)}.", stacklevel=2)
-    return items, [c for c in classes if c not in empty]
+    return items, sorted(folder_class(c) for c in classes if c not in empty)
 
 def _names(xs, n=10):
     return ', '.join(repr(str(x)) for x in list(xs)[:n]) + (f' and {len(xs)-n} more'
@@ -214,11 +222,20 @@ def check_images(paths:list, # Image files
     if bad: raise ValueError(f"{len(bad)} image file(s) cannot be read: " + '; '.join(bad[:5])
                              + (' ...' if len(bad) > 5 else '') + ". Remove or replace them.")
 
+def to_rgb(im:Image.Image) -> Image.Image:
+    "PIL image `im` in RGB; a transparent one composited on white, as a viewer shows it (not its hidden colours)"
+    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in im.info:
+        im = im.convert('RGBA')
+        return Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), im).convert('RGB')
+    return im.convert('RGB')
+
 def load_rgb(fn) -> PILImage:
-    "Open `fn` (a file, bytes, array or image) as an RGB `PILImage`; an unreadable file raises an error naming it"
+    "Open `fn` (a file, bytes, array or image) as an RGB `PILImage` (`to_rgb`: transparency on white); an unreadable file raises an error naming it"
     try:
         if isinstance(fn, np.ndarray): fn = Image.fromarray(fn)
-        return PILImage(fn.convert('RGB')) if isinstance(fn, Image.Image) else PILImage.create(fn)
+        if isinstance(fn, bytes): fn = io.BytesIO(fn)
+        if isinstance(fn, Image.Image): return PILImage(to_rgb(fn))
+        with Image.open(fn) as im: return PILImage(to_rgb(im))
     except Exception as e:
         raise ValueError("Cannot read image "
                          f"{fn if isinstance(fn, (str, Path)) else type(fn).__name__}: "
@@ -295,6 +312,14 @@ class FewShotDL(TfmdDL):
         with seeded(getattr(self, 'pass_seed', 0) ^ ((s or 0) * 0x9E3779B97F4A7C15 % 2**62)):
             return super().do_item(s)
 
+# %% ../nbs/02_data.ipynb #b2e433a7
+few_images = 320  # Images per pass below which a DataLoader loads in its own process (benchmarks/workers.py: the cross-over)
+
+def auto_workers(n:int, # Images per pass of the DataLoader
+                ) -> int:
+    "DataLoader worker processes for `n` images: none below `few_images` (starting them costs more than they save), else fastai's default"
+    return 0 if n < few_images else min(16, defaults.cpus)
+
 # %% ../nbs/02_data.ipynb #c4f889cc
 class FewShotDataLoaders(DataLoaders):
     "fastai `DataLoaders` with a labelled test set as `test` (`dls[2]`) and the split's description as `fewshot`"
@@ -316,11 +341,11 @@ class _Label(Transform):
     def encodes(self, p):
         p = Path(p)
         if (c := self.d.get(p)) is not None: return c
-        if p.parent.name not in self.classes:
+        if (c := folder_class(p.parent.name)) not in self.classes:
             raise ValueError(f"No label for {p}: it is not one of the DataLoaders' images, and its "
                              f"folder {p.parent.name!r} is not a class "
                              f"({name_list(sorted(self.classes))}).")
-        return p.parent.name
+        return c
 
 def _pairs(src, vocab, what, split='all'):
     "(Path, class name) pairs from a folder (its split `split` if it has split folders) or from (path, label) pairs"
@@ -433,9 +458,12 @@ def fewshot_dls(source, # Image folder (class sub-folders, or train/[val]/test f
     dblock = _dblock(pre, train + val + test, vocab, flip, scale)
     dblock.splitter = lambda o: splits
     kwargs.setdefault('drop_last', len(train) >= bs)
+    auto = kwargs.pop('num_workers', None) is None
     dls = dblock.dataloaders([p for p, _ in train + val + test], bs=bs,
                              path='.' if path is None else path, dl_type=FewShotDL, **kwargs)
     dls = FewShotDataLoaders(*dls.loaders, path=dls.path, device=getattr(dls, '_device', None))
+    if auto:
+        for dl in dls.loaders: dl.fake_l.num_workers = auto_workers(len(dl.dataset))
     dls.clip_pre, dls.clip_arch = pre, arch
     dls.augment = any(isinstance(t, FlipItem) or (isinstance(t, ClipCrop) and t.scale is not None)
                       for t in dblock.item_tfms)
@@ -449,7 +477,7 @@ def eval_dl(source, # Image folder (class sub-folders, or split folders), or (im
             vocab:list|None=None, # Class names in label order; default: sorted class (folder) names
             split:str='test', # Split of a folder with train/ val/ test/ folders ('all': every one)
             bs:int=64, # Batch size
-            num_workers:int|None=None, # Loader processes; default fastai's (one per CPU, up to 16)
+            num_workers:int|None=None, # Loader processes; default `auto_workers` of its number of images
             device=None, # Device of the batches; default fastai's `default_device()`
             **kwargs # Passed to `TfmdDL`
            ) -> TfmdDL:
@@ -469,6 +497,7 @@ def eval_dl(source, # Image folder (class sub-folders, or split folders), or (im
     dblock.splitter = lambda o: [[0], list(range(len(o)))]  # fastai sets pipelines up on the first training item
     dsets = dblock.datasets([p for p, _ in items])
     if device is None: device = default_device()
+    if num_workers is None: num_workers = auto_workers(len(items))
     return FewShotDL(dsets.valid, bs=bs, num_workers=num_workers, device=device,
                      after_item=dblock.item_tfms, after_batch=dblock.batch_tfms, **kwargs)
 

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 from fastcore.meta import delegates
-from .data import image_files, fewshot_dls, eval_dl
+from .data import image_files, fewshot_dls, eval_dl, folder_class
 
 # %% auto #0
 __all__ = ['caltech_rename', 'eurosat_rename', 'dataset_specs', 'benchmarks', 'shift_sets', 'readers', 'fake_names',
@@ -60,7 +60,7 @@ def clean_name(spec:DatasetSpec, raw:str) -> str:
     "The class name the paper uses for raw class name `raw` of dataset `spec`"
     name = spec.rename.get(raw, raw)
     if spec.clean: name = spec.clean(name)
-    return ' '.join(name.replace('_', ' ').split())
+    return folder_class(name)  # `_` reads as a space, as in any image folder
 
 # %% ../nbs/03_datasets.ipynb #379c0b97
 def _split(name, folder, images, n, template='a photo of a {}.', extra=(), **kw):

@@ -298,23 +298,25 @@ def eval_tfm(model):
                                      resize_mode=p.resize_mode, interpolation=p.interpolation)
 
 def open_image(f) -> Image.Image:
-    "RGB PIL image from file `f`, or an error naming the file"
+    "RGB PIL image from file `f` (transparency on white, as in training), or an error naming the file"
+    from coop_fast.data import to_rgb
     f = Path(f)
     if not f.exists(): raise FileNotFoundError(f"No image file {f}.")
     if f.is_dir(): raise ValueError(f"{f} is a folder, not an image file.")
     try:
-        with Image.open(f) as im: return im.convert('RGB')
+        with Image.open(f) as im: return to_rgb(im)
     except Exception as e: raise ValueError(f"Cannot read image {f}: {e}") from None
 
 # %% ../nbs/06_export.ipynb #b36d5de8
 def _as_input(x, tfm, size):
     "One preprocessed image `(3, size, size)` from file, PIL image or tensor `x`"
+    from coop_fast.data import to_rgb
     if isinstance(x, (str, Path)): x = open_image(x)
-    if isinstance(x, Image.Image): return tfm(x.convert('RGB'))
+    if isinstance(x, Image.Image): return tfm(to_rgb(x))
     if isinstance(x, torch.Tensor):
         if x.dtype == torch.uint8 and (x.dim() == 2 or x.dim() == 3 and x.shape[0] in (1, 3, 4)):
             from torchvision.transforms.functional import to_pil_image
-            return tfm(to_pil_image(x).convert('RGB'))
+            return tfm(to_rgb(to_pil_image(x)))
         if x.is_floating_point() and tuple(x.shape) == (3, size, size): return x.float()
         raise ValueError(f"Cannot predict a {x.dtype} tensor of shape {tuple(x.shape)}: give uint8 "
                          "pixels (C, H, W), or a float image already preprocessed for this CLIP, "

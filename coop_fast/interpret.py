@@ -242,7 +242,8 @@ def top_losses(probs, targets, k:int|None=None):
 def _show(x, pre=None):
     "An image array to show from file, PIL image or tensor `x`"
     if isinstance(x, (str, Path)):
-        with Image.open(x) as im: return im.convert('RGB')
+        from coop_fast.data import to_rgb
+        with Image.open(x) as im: return to_rgb(im)
     if isinstance(x, Image.Image): return x
     x = torch.as_tensor(x).detach().cpu()
     if x.dim() == 3 and x.shape[0] in (1, 3): x = x.permute(1, 2, 0)

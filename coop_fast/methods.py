@@ -6,12 +6,13 @@
 from __future__ import annotations
 import sys, importlib, importlib.util
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Callable
 from .base import check_choice
 
 # %% auto #0
-__all__ = ['kinds', 'methods', 'method_modules', 'paper_epochs', 'Method', 'register_method', 'restore_methods', 'get_method',
-           'list_methods', 'is_model_of', 'method_for']
+__all__ = ['kinds', 'methods', 'method_modules', 'method_args', 'paper_epochs', 'Method', 'register_method', 'restore_methods',
+           'get_method', 'list_methods', 'is_model_of', 'method_for', 'method_names']
 
 # %% ../nbs/04a_methods.ipynb #0777b937
 def paper_epochs(shots:int, # Training images per class
@@ -113,3 +114,29 @@ def method_for(model) -> Method:
     if m := next((m for m in methods.values() if _built_in(model, m)), None): return m
     raise TypeError(f"No method in coop_fast.methods has {type(model).__name__} models; register "
                     f"one with `register_method`.")
+
+# %% ../nbs/04a_methods.ipynb #289106b4
+method_args = {'coop': ('CoOp', 'n_ctx ctx_init csc class_token_position'),
+               'zeroshot': ('Zero-shot CLIP', 'templates'),
+               'cocoop': ('CoCoOp', 'n_ctx ctx_init class_token_position chunk_mb'),
+               'kgcoop': ('KgCoOp', 'n_ctx ctx_init csc class_token_position lam template'),
+               'prograd': ('ProGrad', 'n_ctx ctx_init csc class_token_position lam T template'),
+               'tip-adapter': ('Tip-Adapter', 'templates views scale alpha_scale beta_scale '
+                                              'alpha_steps beta_steps init_alpha init_beta'),
+               'tip-adapter-f': ('Tip-Adapter-F', 'templates views scale alpha_scale beta_scale '
+                                                  'alpha_steps beta_steps init_alpha init_beta'),
+               'clip-adapter': ('CLIP-Adapter', 'templates ratio reduction'),
+               'gda': ('GDA', 'templates views scale'),
+               'ivlp': ('IVLP', 'n_ctx_text n_ctx_vision depth_text depth_vision ctx_init'),
+               'maple': ('MaPLe', 'n_ctx depth ctx_init'),
+               'promptsrc': ('PromptSRC', 'n_ctx_text n_ctx_vision depth_text depth_vision ctx_init '
+                                          'text_weight image_weight gpa_mean gpa_std'),
+              }  # built-in method -> its title and its hyper-parameters' names, known without importing its module (and PyTorch)
+
+def method_names(name:str) -> SimpleNamespace|Method:
+    "The `name`, `title` and `hparams` (names; values unknown) of method `name` without importing PyTorch; an unknown name is refused"
+    if name in methods: return methods[name]
+    if name in method_args:
+        title, hp = method_args[name]
+        return SimpleNamespace(name=name, title=title, hparams=dict.fromkeys(hp.split()))
+    check_choice(name, 'method', list(dict.fromkeys([*method_modules, *methods])))

@@ -10,8 +10,9 @@ from pathlib import Path
 from .base import check_int, check_num, check_choice, write_text
 
 # %% auto #0
-__all__ = ['active_states', 'executors', 'sweep_runs', 'sweep_script', 'TrainTask', 'run_records', 'run_finished', 'run_state',
-           'SweepSummary', 'run_local', 'slurm_states', 'submit_slurm', 'sweep_summary', 'run_sweep', 'wait_slurm']
+__all__ = ['active_states', 'executors', 'data_arg', 'sweep_runs', 'sweep_script', 'TrainTask', 'run_records', 'run_finished',
+           'last_error', 'run_state', 'SweepSummary', 'run_local', 'slurm_states', 'submit_slurm', 'sweep_summary',
+           'check_data', 'run_sweep', 'wait_slurm']
 
 # %% ../nbs/18_sweep.ipynb #a58fd6a3
 def _listify(x, name):
@@ -19,7 +20,22 @@ def _listify(x, name):
     if not xs: raise ValueError(f"`{name}` is empty.")
     return xs
 
-def sweep_runs(datasets, # Dataset names, e.g. `['oxford_pets', 'caltech101']`
+def data_arg(d, # A benchmark dataset's name, or an image folder (a path)
+             root, # Folder holding the benchmark datasets
+            ) -> tuple[str, list]:
+    "The name of data `d` in run names, and its arguments of `coop-fast train`: a folder by its path, a dataset with `--root`"
+    p = Path(str(d)).expanduser()
+    if isinstance(d, Path) or any(c in str(d) for c in '/\\') or p.is_dir() and not _known(str(d)):
+        return p.name, [str(p)]
+    return str(d), [str(d), '--root', str(root)]
+
+def _known(name) -> bool:
+    "Whether `name` names a benchmark dataset (a folder of that name is the dataset, under `--root`)"
+    from coop_fast.datasets import get_spec
+    try: return bool(get_spec(name))
+    except ValueError: return False
+
+def sweep_runs(datasets, # Benchmark dataset names (under `root`), e.g. `['oxford_pets', 'caltech101']`, or image folders (paths)
                shots=(1, 2, 4, 8, 16), # Shots per class
                seeds=(1, 2, 3), # Seeds of the few-shot samples
                root='data', # Folder holding the datasets (`--root`)
@@ -38,26 +54,30 @@ def sweep_runs(datasets, # Dataset names, e.g. `['oxford_pets', 'caltech101']`
     targets = [] if eval_on is None else _listify(eval_on, 'eval_on')
     ms = [None] if methods is None else _listify(methods, 'methods')
     if methods is not None:
-        from coop_fast.methods import get_method
-        for m in ms: get_method(m)  # an unknown name is refused before anything runs
+        from coop_fast.methods import method_names
+        for m in ms: method_names(m)  # an unknown name is refused before anything runs
     ids = [str(g) for g in (range(gpus) if isinstance(gpus, int) else gpus)]
     if not ids: raise ValueError(f"`gpus` must name at least one GPU, got {gpus!r}.")
-    runs = [dict(method=m, dataset=d, shots=k, seed=s, name=f"{f'{m}/' if m else ''}{d}_{k}_{s}")
+    data = {d: data_arg(d, root) for d in datasets}
+    if len(names := [n for n, _ in data.values()]) > len(set(names)):
+        raise ValueError(f"Two datasets of the sweep have the name {next(n for n in names if names.count(n) > 1)!r} "
+                         "(their runs would share files): rename one folder.")
+    runs = [dict(method=m, dataset=data[d][0], shots=k, seed=s,
+                 name=f"{f'{m}/' if m else ''}{data[d][0]}_{k}_{s}", data=data[d][1])
             for m in ms for d in datasets for k in shots for s in seeds]
     load = dict.fromkeys(ids, 0)
     for r in sorted(runs, key=lambda r: -r['shots']):
         g = min(ids, key=load.get)
         load[g] += r['shots']
         r['gpu'], r['out'] = g, f"{out}/{r['name']}.safetensors"
-        r['argv'] = [str(r['dataset']), '--root', str(root), '--shots', str(r['shots']),
-                     '--seed', str(r['seed']), *(['--method', r['method']] if r['method'] else []),
-                     '--out', r['out'], '--resume', *shlex.split(args)]
+        r['argv'] = [*r.pop('data'), '--shots', str(r['shots']), '--seed', str(r['seed']),
+                     *(['--method', r['method']] if r['method'] else []), '--out', r['out'],
+                     *shlex.split(args)]  # `TrainTask` adds --resume when a checkpoint is there
         r['cmd'] = shlex.join([*shlex.split(cmd), 'train', *r['argv']])
-        r['evals'] = [dict(dataset=t, out=f"{out}/{r['name']}.on_{t}.json") for t in targets
-                      if t != r['dataset']]
+        r['evals'] = [dict(dataset=n, out=f"{out}/{r['name']}.on_{n}.json", data=a)
+                      for n, a in map(lambda t: data_arg(t, root), targets) if n != r['dataset']]
         for e in r['evals']:
-            e['argv'] = [r['out'], str(e['dataset']), '--root', str(root), '--out', e['out'],
-                         *shlex.split(eval_args)]
+            e['argv'] = [r['out'], *e.pop('data'), '--out', e['out'], *shlex.split(eval_args)]
     return runs
 
 # %% ../nbs/18_sweep.ipynb #3cb7b6e4
@@ -90,7 +110,9 @@ def sweep_script(datasets, # Dataset names
         for r in runs:
             if r['gpu'] != g: continue
             log = q(f"{logs}/{r['name']}.log")
-            lines.append(f"  [ -f {q(r['out'])} ] || CUDA_VISIBLE_DEVICES={g} {r['cmd']} > {log} "
+            ck = q(str(Path(r['out']).with_suffix('.ckpt.safetensors')))
+            lines.append(f"  [ -f {q(r['out'])} ] || CUDA_VISIBLE_DEVICES={g} {r['cmd']} "
+                         f"$([ -f {ck} ] && echo --resume) > {log} "
                          f"2>&1 || echo \"failed: {r['name']} (see {logs}/{r['name']}.log)\"")
             for e in r['evals']:
                 lines.append(f"  [ -f {q(e['out'])} ] || CUDA_VISIBLE_DEVICES={g} {cmd} eval "
@@ -119,9 +141,15 @@ class TrainTask:
     def steps(self) -> list:
         "The commands left to run: training unless it is done, then each evaluation whose record is not there"
         todo = ([] if self.done is not None and Path(self.done).is_file()
-                else [['train', *self.argv]])
+                else [['train', *self.argv, *(['--resume'] if self.resumable else [])]])
         return todo + [['eval', *e] for e in self.evals
                        if not Path(e[e.index('--out') + 1]).is_file()]
+
+    @property
+    def resumable(self) -> bool:
+        "Whether the run has a checkpoint to resume from (a fresh run is started without `--resume`, so it has no warning to print)"
+        a = self.argv
+        return '--out' in a and Path(a[a.index('--out') + 1]).with_suffix('.ckpt.safetensors').is_file()
 
     @property
     def status_file(self) -> Path: return self.log.with_suffix('.status.json')
@@ -169,6 +197,17 @@ def run_finished(run:dict) -> bool:
     try: return len(read_results(fs)) == len(fs)
     except ValueError: return False
 
+def last_error(log) -> str|None:
+    "The last line a failed run printed in `log`: its `coop-fast: error:` line if it has one, else its last line of output"
+    lines = [l.strip() for l in Path(log).read_text(errors='replace').splitlines()
+             if l.strip() and not l.startswith('# ')] if Path(log).is_file() else []
+    return next((l for l in reversed(lines) if l.startswith('coop-fast: error:')),
+                lines[-1] if lines else None)
+
+def _failed(why, log, **kw) -> dict:
+    return dict(state='failed', why=why, log=str(log), **kw,
+                **({'error': e} if (e := last_error(log)) else {}))
+
 active_states = ('PENDING', 'CONFIGURING', 'RUNNING', 'COMPLETING', 'SUSPENDED', 'REQUEUED',
                  'REQUEUE_HOLD', 'REQUEUE_FED', 'RESIZING', 'SIGNALING',
                  'STAGE_OUT', 'RESV_DEL_HOLD', 'SPECIAL_EXIT')  # Slurm states of a job not yet over
@@ -178,7 +217,7 @@ def run_state(run:dict, # A run of `sweep_runs`
               job:dict|None=None, # Its Slurm job as the sweep recorded it (`job_id`, `stderr`), if it was submitted
               slurm:dict|None=None, # Slurm job id -> state, of the jobs Slurm still knows (`slurm_states`)
              ) -> dict:
-    "`state` ('finished', 'pending' or 'failed') of `run`, and for a failed run `why` and `log`"
+    "`state` ('finished', 'pending' or 'failed') of `run`, and for a failed run `why`, `log` and the `error` it printed last"
     if run_finished(run): return dict(state='finished')
     log, slurm = Path(log), slurm or {}
     jid = (job or {}).get('job_id')
@@ -190,15 +229,12 @@ def run_state(run:dict, # A run of `sweep_runs`
         why = (f"exit status {st['rc']}" if st['rc'] > 0
                else f"killed by {signal.Signals(-st['rc']).name}")
         if st['rc'] < 0 and jid in slurm: why += f" (Slurm job {jid}: {slurm[jid]})"
-        return dict(state='failed', why=why, log=str(log))
-    if st is not None:
-        return dict(state='failed', why="it exited without writing its result record", log=str(log))
+        return _failed(why, log)
+    if st is not None: return _failed("it exited without writing its result record", log)
     if jid:
         how = f"ended {slurm[jid]}" if jid in slurm else "ended"
-        return dict(state='failed',
-                    why=f"Slurm job {jid} {how} before the run did (cancelled, out of "
-                        "time or memory?)",
-                    log=str(log), slurm_log=job.get('stderr'))
+        return _failed(f"Slurm job {jid} {how} before the run did (cancelled, out of time or "
+                       "memory?)", log, slurm_log=job.get('stderr'))
     return dict(state='pending', why='not run yet')
 
 # %% ../nbs/18_sweep.ipynb #8b2210e3
@@ -226,6 +262,7 @@ class SweepSummary:
             s = self.states[name]
             lines.append(f"  failed: {name}: {s['why']}; log: {s['log']}"
                          + (f" (Slurm's: {s['slurm_log']})" if s.get('slurm_log') else ''))
+            if s.get('error'): lines.append(f"    {s['error']}")
         return '\n'.join(lines)
     __repr__ = __str__
 
@@ -328,6 +365,31 @@ def _store_args(feature_store, no_feature_store) -> str:
     return (f' --feature_store {shlex.quote(str(Path(feature_store).expanduser().resolve()))}'
             if feature_store else '')
 
+def check_data(datasets, # Benchmark dataset names or image folders, as `sweep_runs` takes them
+               root, # Folder holding the benchmark datasets
+               train:bool=True, # They are trained on (not only evaluated on: a test-only set is refused)
+              ):
+    "Refuse the first of `datasets` that is not there to train on, naming it, before any run starts"
+    from coop_fast.data import folder_splits
+    from coop_fast.datasets import get_spec, check_dataset
+    for d in datasets:
+        a = data_arg(d, root)[1]
+        try:
+            if '--root' not in a:
+                dirs = folder_splits(a[0])
+                if train and 'all' not in dirs and 'train' not in dirs:
+                    raise ValueError(f"{a[0]} has no train/ folder to learn from.")
+                continue
+            if Path(str(d)).expanduser().is_dir() and not _known(d): continue
+            try: spec = get_spec(d)
+            except ValueError as e:
+                raise ValueError(f"{e} Nor is it an image folder (give a path to one).") from None
+            if train and spec.shift_of:
+                raise ValueError(f"{spec.name} is a test-only domain-shift set: give it as --eval_on.")
+            check_dataset(d, root)
+        except (ValueError, OSError) as e:
+            raise type(e)(f"Dataset {str(d)!r} of the sweep: {e}") from None
+
 def run_sweep(datasets, # Dataset names (with `root`), e.g. `['EuroSAT', 'DescribableTextures']`
               shots=(1, 2, 4, 8, 16), # Shots per class
               seeds=(1, 2, 3), # Seeds
@@ -344,6 +406,7 @@ def run_sweep(datasets, # Dataset names (with `root`), e.g. `['EuroSAT', 'Descri
               no_feature_store:bool=False, # Runs compute every image feature themselves
               cmd:list|None=None, # The command before `train`; default `python -m coop_fast.cli` with this Python
               dry_run:bool=False, # Only report what would run
+              check:bool=True, # Check that every dataset is there (`check_data`) before anything runs
               progress=None, # `progress(summary_line)`, called when a run ends (local) or the counts change (slurm)
               eval_on=None, # Datasets to test every learned prompt on as it is (cross-dataset transfer)
               **slurm, # slurm: options of `submit_slurm`: partition, time_min, gpus_per_task, cpus, mem_gb, max_parallel, ...
@@ -359,6 +422,9 @@ def run_sweep(datasets, # Dataset names (with `root`), e.g. `['EuroSAT', 'Descri
             gpus = max(torch.cuda.device_count(), 1)
     logs = Path(logs if logs is not None else Path(out)/'logs')
     st = _store_args(feature_store, no_feature_store)
+    if check:
+        check_data(datasets, root)
+        if eval_on: check_data(eval_on, root, train=False)
     runs = sweep_runs(datasets, shots, seeds, root, gpus or 1, out, args + st, methods=methods,
                       eval_on=eval_on, eval_args=st)
     before = sweep_summary(runs, logs)

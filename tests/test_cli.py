@@ -176,3 +176,39 @@ def test_demo(tmp_path):
     assert tensors['prompt_learner.ctx'].shape == (16, 64) and info['arch'] == 'coop-tiny' and info['summary']['task'] == 'digits'
     code, _, err = run('demo', '--task', 'cifar')
     assert code == 2 and "Unknown task 'cifar'" in err
+
+def test_piped_output_has_no_bars(imgs, tmp_path):
+    "Standard output piped (not a terminal): no progress bars, one plain row per epoch after the header"
+    r = cli('train', imgs, '--shots', 2, '--epochs', 3, '--out', tmp_path/'p.safetensors', *[a for a in TINY if a != '--quiet'])
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert '\r' not in r.stdout and not [l for l in lines if '|' in l or '<' in l], r.stdout  # a bar: 'Epoch 1/3 : |███| 100.00% [1/1 00:00<00:00]'
+    assert lines[0].split() == ['epoch', 'train_loss', 'valid_loss', 'accuracy', 'time'], lines
+    assert [l.split()[0] for l in lines[1:4]] == ['0', '1', '2'] and lines[4].startswith('CoOp (M=4, end) on imgs'), lines
+
+def test_data_warnings_once(tmp_path):
+    "The data's warnings are printed once, though training makes the split twice (checked before the weights load, then with them)"
+    d = fake_images(tmp_path/'few', n={'cat': 3, 'dog': 10, 'bird': 10})
+    (d/'empty').mkdir()
+    code, out, err = run('train', d, '--shots', 4, '--epochs', 1, '--test_pct', 0, '--out', tmp_path/'p.safetensors', *TINY)
+    assert code == 0, err
+    ws = [l for l in err.splitlines() if l.startswith('coop-fast: warning:')]
+    assert len(ws) == 4 and len(set(ws)) == 4, err
+    assert any("fewer images than shots=4" in w for w in ws) and any("'empty'" in w for w in ws), err
+
+def test_transparent_images_on_white(imgs, tmp_path):
+    "An RGBA image is predicted as the same image composited on white (training reads it the same way), not as its hidden colours"
+    import numpy as np
+    from PIL import Image
+    ok('train', imgs, '--shots', 2, '--epochs', 1, '--out', tmp_path/'p.safetensors', *TINY)
+    px = np.asarray(Image.open(imgs/'cat/0.jpg').convert('RGBA')).copy()
+    px[:, : px.shape[1] // 2, 3] = 0; px[:, : px.shape[1] // 2, :3] = 0  # left half transparent, black underneath
+    Image.fromarray(px, 'RGBA').save(tmp_path/'rgba.png')
+    white = px.copy(); white[:, : px.shape[1] // 2, :3] = 255
+    Image.fromarray(white[..., :3]).save(tmp_path/'white.png')
+    Image.fromarray(px[..., :3]).save(tmp_path/'black.png')
+    probs = {n: json.loads(ok('predict', tmp_path/'p.safetensors', tmp_path/f'{n}.png', '--probs', '--json', '--device', 'cpu'))[0]
+             for n in ('rgba', 'white', 'black')}
+    cls = ['bird', 'cat', 'dog']
+    assert all(abs(probs['rgba'][c] - probs['white'][c]) < 1e-6 for c in cls), probs
+    assert max(abs(probs['rgba'][c] - probs['black'][c]) for c in cls) > 1e-4, probs  # the test can tell them apart
