@@ -244,7 +244,7 @@ class ClapModel(StatsHead):
 
     def linear_head(self):
         "`(W, b)` with logits `f Wᵀ + b` for normalised `f`: CLAP is one linear classifier, so it bakes"
-        return self.logit_scale * F.normalize(self.prototypes, dim=-1), torch.zeros_like(self.prototypes[:, 0])
+        return self.logit_scale * F.normalize(self.prototypes, dim=-1), None  # no bias
 
 # %% ../nbs/13b_heads.ipynb #469d3e78
 def clap_epochs(shots:int, dataset:str|None=None) -> int:

@@ -94,7 +94,7 @@ class TaskResModel(FeatureHead):
          "normalised feature, so it bakes (`coop_fast.deploy`)")
         c, b = self.clip, getattr(self.clip, 'logit_bias', None)
         w = c.logit_scale.exp().float() * F.normalize(self.classifier().float(), dim=-1)
-        return w, (torch.zeros(len(w), device=w.device) if b is None else b.float().expand(len(w)))
+        return w, None if b is None else b.float().expand(len(w))
 
 # %% ../nbs/13c_heads2.ipynb #e035fbc9
 def taskres_adam(params, lr:float=2e-3, wd:float=5e-4):
