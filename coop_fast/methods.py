@@ -116,11 +116,11 @@ def method_for(model) -> Method:
                     f"one with `register_method`.")
 
 # %% ../nbs/04a_methods.ipynb #289106b4
-method_args = {'coop': ('CoOp', 'n_ctx ctx_init csc class_token_position'),
+method_args = {'coop': ('CoOp', 'n_ctx ctx_init csc class_token_position ctx_count'),
                'zeroshot': ('Zero-shot CLIP', 'templates'),
-               'cocoop': ('CoCoOp', 'n_ctx ctx_init class_token_position chunk_mb'),
-               'kgcoop': ('KgCoOp', 'n_ctx ctx_init csc class_token_position lam template'),
-               'prograd': ('ProGrad', 'n_ctx ctx_init csc class_token_position lam T template'),
+               'cocoop': ('CoCoOp', 'n_ctx ctx_init class_token_position chunk_mb ctx_count'),
+               'kgcoop': ('KgCoOp', 'n_ctx ctx_init csc class_token_position lam template ctx_count'),
+               'prograd': ('ProGrad', 'n_ctx ctx_init csc class_token_position lam T template ctx_count'),
                'tip-adapter': ('Tip-Adapter', 'templates views scale alpha_scale beta_scale '
                                               'alpha_steps beta_steps init_alpha init_beta'),
                'tip-adapter-f': ('Tip-Adapter-F', 'templates views scale alpha_scale beta_scale '
@@ -131,6 +131,8 @@ method_args = {'coop': ('CoOp', 'n_ctx ctx_init csc class_token_position'),
                'maple': ('MaPLe', 'n_ctx depth ctx_init'),
                'promptsrc': ('PromptSRC', 'n_ctx_text n_ctx_vision depth_text depth_vision ctx_init '
                                           'text_weight image_weight gpa_mean gpa_std'),
+               'lp++': ('LP++', 'templates views'), 'clap': ('CLAP', 'templates views scale'),
+               'taskres': ('TaskRes', 'templates alpha'), 'proker': ('ProKeR', 'templates views scale'),
               }  # built-in method -> its title and its hyper-parameters' names, known without importing its module (and PyTorch)
 
 def method_names(name:str) -> SimpleNamespace|Method:
