@@ -26,6 +26,7 @@ from .kg import *
 from .adapters import *
 from .heads import *
 from .heads2 import *
+from .prolip import *
 from .deep import *
 from .deploy import *
 from .experiments import *

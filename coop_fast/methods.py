@@ -63,7 +63,8 @@ method_modules = {'coop': 'coop_fast.learner', 'zeroshot': 'coop_fast.baselines'
                   'ivlp': 'coop_fast.deep', 'maple': 'coop_fast.deep',
                   'promptsrc': 'coop_fast.deep',
                   'lp++': 'coop_fast.heads', 'clap': 'coop_fast.heads',
-                  'taskres': 'coop_fast.heads2', 'proker': 'coop_fast.heads2'}  # built-in method -> its module
+                  'taskres': 'coop_fast.heads2', 'proker': 'coop_fast.heads2',
+                  'prolip': 'coop_fast.prolip'}  # built-in method -> its module
 
 def register_method(m:Method) -> Method:
     "Add method `m` to the table (replacing an entry of the same name)"
@@ -133,6 +134,7 @@ method_args = {'coop': ('CoOp', 'n_ctx ctx_init csc class_token_position ctx_cou
                                           'text_weight image_weight gpa_mean gpa_std'),
                'lp++': ('LP++', 'templates views'), 'clap': ('CLAP', 'templates views scale'),
                'taskres': ('TaskRes', 'templates alpha'), 'proker': ('ProKeR', 'templates views scale'),
+               'prolip': ('ProLIP', 'templates views scale lmbda'),
               }  # built-in method -> its title and its hyper-parameters' names, known without importing its module (and PyTorch)
 
 def method_names(name:str) -> SimpleNamespace|Method:

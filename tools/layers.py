@@ -11,7 +11,7 @@ LAYERS = {
     'data': 2, 'datasets': 2, 'tiny.tasks': 2,
     'methods': 3, 'learner': 3, 'baselines': 3, 'export': 3, 'checkpoint': 3, 'distributed': 3, 'interpret': 3,
     'store': 3, 'tiny.eval': 3,
-    'cocoop': 4, 'kg': 4, 'adapters': 4, 'heads': 4, 'heads2': 4, 'deep': 4, 'deploy': 4,
+    'cocoop': 4, 'kg': 4, 'adapters': 4, 'heads': 4, 'heads2': 4, 'prolip': 4, 'deep': 4, 'deploy': 4,
     'experiments': 5, 'sweep': 5,
     'cli': 6, 'demo': 6, 'app': 6,
     'all': 7,
